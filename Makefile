@@ -1,0 +1,41 @@
+# bnrepro: `make reproduce` runs the claims suite, `make test` the tests. Both build .venv on first use.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+SCALE   ?= cpu
+LAUNCHER ?= joblib
+RUNS    ?= runs/$(SCALE)
+OUT     ?= results/$(SCALE)
+export WANDB_MODE ?= offline
+
+.PHONY: help env reproduce report test test-all bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+env: $(STAMP)  ## create .venv with the pinned dependencies
+
+reproduce: $(STAMP)  ## run every claim at SCALE (cpu|cifar|imagenet), then write results/SCALE
+	SCALE=$(SCALE) LAUNCHER=$(LAUNCHER) RUNS=$(RUNS) OUT=$(OUT) PATH=$(abspath $(BIN)):$$PATH scripts/reproduce.sh
+
+report: $(STAMP)  ## rebuild results/SCALE from the finished runs in RUNS
+	$(BIN)/python -m bnrepro.report $(RUNS) --out $(OUT)
+
+test: $(STAMP)  ## the fast CPU tests (slow ones excluded)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-all: $(STAMP)  ## every test, slow ones included
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)  ## speed benchmarks, written to results/bench
+	PATH=$(abspath $(BIN)):$$PATH scripts/bench.sh
+
+clean:  ## remove the environment and all run outputs (not results/)
+	rm -rf $(VENV) outputs multirun runs wandb .pytest_cache

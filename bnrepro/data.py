@@ -1,0 +1,329 @@
+"""Datasets and loaders, behind one small interface the training loop uses at every scale.
+
+Small datasets (digits, MNIST, CIFAR) live in one tensor on the training device: batches are index_select
+calls on resident tensors and CIFAR's augmentation runs there on the whole batch, so no DataLoader worker,
+copy or host sync sits in the way. ImageNet streams from its folder tree through a DataLoader.
+
+Both kinds of dataset (`Data`, `FolderData`) offer what the loop calls:
+- `data.in_shape`, `data.num_classes`;
+- `data.train_batches(batch_size, seed, rank, world_size)`: an endless iterator of (x, y) on the
+  device, with `state_dict()` / `load_state_dict()` for exact resume (checkpoint it with the model);
+- `data.eval_batches(split, batch_size, rank, world_size, limit)`: the (x, y) batches of this rank's share
+  of "test" or of a fixed, un-augmented "train" subset (the train-test gap). The shares of all ranks
+  partition the split exactly (no padding), so summed counts give exact accuracies.
+`batch_size` is the global batch: each of `world_size` ranks draws its `batch_size // world_size` slice of
+the same global batch, so N processes see exactly the batches one process would.
+"""
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bnrepro import ConfigError
+
+
+def per_rank(batch_size: int, world_size: int) -> int:
+    if batch_size % world_size:
+        raise ConfigError(f"trainer.batch_size={batch_size} does not split over {world_size} processes: "
+                          f"make it a multiple of {world_size}")
+    return batch_size // world_size
+
+
+@dataclass
+class Data:
+    """A dataset held as tensors on the training device."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    augment: bool = False  # random crop (pad 4) and horizontal flip of training batches, on the device
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
+    def train_batches(self, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> TensorLoader:
+        return TensorLoader(self.train_x, self.train_y, batch_size, seed, rank, world_size, self.augment)
+
+    def eval_batches(self, split: str, batch_size: int, rank: int = 0, world_size: int = 1,
+                     limit: int | None = None, seed: int = 0):
+        x, y = self._split(split, limit, seed)
+        x, y = x[rank::world_size], y[rank::world_size]  # views: strided shares, no copy
+        for i in range(0, len(x), batch_size):
+            yield x[i:i + batch_size], y[i:i + batch_size]
+
+    def _split(self, split: str, limit: int | None, seed: int):
+        if split == "test":
+            return self.test_x[:limit], self.test_y[:limit]
+        if split != "train":
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if limit is None or limit >= len(self.train_x):
+            return self.train_x, self.train_y
+        # a fixed random subset (the files may be sorted by class), gathered once and kept
+        key = (limit, seed)
+        if getattr(self, "_train_subset_key", None) != key:
+            idx = torch.randperm(len(self.train_x), generator=torch.Generator().manual_seed(seed))[:limit]
+            idx = idx.to(self.train_x.device)
+            self._train_subset = self.train_x.index_select(0, idx), self.train_y.index_select(0, idx)
+            self._train_subset_key = key
+        return self._train_subset
+
+
+def load_digits(cfg) -> Data:
+    """scikit-learn's 1,797 real 8x8 digits, scaled to [0, 1], with a fixed stratified split."""
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = sk_digits(return_X_y=True)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=cfg.test_fraction, stratify=y,
+                                              random_state=cfg.split_seed)
+    as_images = lambda a: torch.tensor(a, dtype=torch.float32).div_(16.0).view(-1, 1, 8, 8)
+    return Data(as_images(x_tr), torch.tensor(y_tr), as_images(x_te), torch.tensor(y_te), 10)
+
+
+def load_mnist(cfg) -> Data:
+    """torchvision's MNIST layout: <root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte."""
+    from torchvision.datasets import MNIST
+
+    root = Path(cfg.root).expanduser()
+    try:
+        train, test = (MNIST(root, train=t, download=cfg.download) for t in (True, False))
+    except RuntimeError as e:
+        raise ConfigError(
+            f"MNIST not found under {root / 'MNIST' / 'raw'} (expects the uncompressed IDX files "
+            "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte): "
+            "set data.root to the folder that holds MNIST/raw, or add data.download=true") from e
+    as_images = lambda ds: ds.data.float().div_(255.0).unsqueeze(1)
+    return Data(as_images(train), train.targets.clone(), as_images(test), test.targets.clone(), 10)
+
+
+# torchvision's CIFAR layouts: folder, training files, test files, label key, number of classes
+CIFAR = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels", 10),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", 100),
+}
+
+
+def load_cifar(cfg) -> Data:
+    """The python pickles of torchvision's CIFAR-10/100 layout, read directly.
+
+    torchvision's dataset classes would re-check every file's md5 at each start; reading the pickles
+    ourselves is as simple and also accepts the tiny files the tests write.
+    """
+    folder, train_files, test_files, label_key, num_classes = CIFAR[cfg.name]
+    root = Path(cfg.root).expanduser()
+    if cfg.download and not (root / folder).is_dir():
+        from torchvision.datasets import CIFAR10, CIFAR100
+
+        (CIFAR10 if cfg.name == "cifar10" else CIFAR100)(root, download=True)
+    missing = [f for f in train_files + test_files if not (root / folder / f).is_file()]
+    if missing:
+        raise ConfigError(
+            f"{cfg.name} not found: {root / folder} lacks {', '.join(missing)} (expects torchvision's "
+            f"python-pickle layout <data.root>/{folder}/{{{','.join(train_files + test_files)}}}): set data.root "
+            "to the folder that holds it, or add data.download=true")
+
+    def read(files):
+        xs, ys = [], []
+        for f in files:
+            with open(root / folder / f, "rb") as fh:
+                batch = pickle.load(fh, encoding="latin1")
+            xs.append(torch.as_tensor(batch["data"], dtype=torch.uint8).view(-1, 3, 32, 32))
+            ys.append(torch.as_tensor(batch[label_key], dtype=torch.long))
+        return torch.cat(xs).float().div_(255.0), torch.cat(ys)
+
+    return Data(*read(train_files), *read(test_files), num_classes, augment=cfg.augment)
+
+
+def load_imagenet(cfg, device) -> FolderData:
+    root = Path(cfg.root).expanduser()
+    missing = [s for s in ("train", "val") if not (root / s).is_dir()]
+    if missing or cfg.get("download"):
+        why = ("ImageNet cannot be downloaded automatically: set data.download=false" if cfg.get("download")
+               else f"imagenet not found: {root} lacks {' and '.join(s + '/' for s in missing)}")
+        raise ConfigError(f"{why} (expects the ImageFolder layout <data.root>/train/<class>/*.JPEG and "
+                          "<data.root>/val/<class>/*.JPEG, e.g. from torchvision's or timm's preparation "
+                          "scripts): set data.root or DATA_DIR to that folder")
+    return FolderData(root, cfg, torch.device(device))
+
+
+LOADERS = {"digits": load_digits, "mnist": load_mnist, "cifar10": load_cifar, "cifar100": load_cifar}
+
+
+def load_data(cfg, device: torch.device | str = "cpu") -> Data | FolderData:
+    if cfg.name == "imagenet":
+        return load_imagenet(cfg, device)
+    if cfg.name not in LOADERS:
+        raise ConfigError(f"unknown dataset '{cfg.name}': choose data=<one of {', '.join([*LOADERS, 'imagenet'])}>")
+    data = LOADERS[cfg.name](cfg)
+    # normalize with the training set's per-channel statistics, computed once
+    dims = [0, *range(2, data.train_x.dim())]
+    mean, std = data.train_x.mean(dims, keepdim=True), data.train_x.std(dims, keepdim=True).clamp_min(1e-6)
+    return Data(*((t.sub(mean).div_(std) if t.is_floating_point() else t).to(device)
+                  for t in (data.train_x, data.train_y, data.test_x, data.test_y)), data.num_classes,
+                augment=bool(cfg.get("augment", False)) and data.train_x.dim() == 4)
+
+
+def crop_flip(x: torch.Tensor, shift: torch.Tensor, flip: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """Crop each image of an NCHW batch at (shift[0], shift[1]) out of its zero-padded copy, then flip where
+    `flip` is true: two gathers on the device for the whole batch (as airbench / hlb-CIFAR10 do), no Python
+    loop per image. shift holds offsets in [0, 2 * pad], shape (2, N); flip is a bool tensor of shape (N,).
+    """
+    n, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    rows = (shift[0, :, None] + torch.arange(h, device=x.device)).view(n, 1, h, 1).expand(n, c, h, w + 2 * pad)
+    cols = (shift[1, :, None] + torch.arange(w, device=x.device)).view(n, 1, 1, w).expand(n, c, h, w)
+    out = padded.gather(2, rows).gather(3, cols)
+    return torch.where(flip.view(n, 1, 1, 1), out.flip(3), out)
+
+
+class TensorLoader:
+    """An endless stream of shuffled mini-batches drawn without replacement from device-resident tensors.
+
+    Reshuffles at each epoch with its own generator, so a seed fixes the batch order (and the augmentation)
+    and the loader's state (`state_dict`) is enough to resume it exactly. With world_size > 1 every rank
+    draws the same global batch of `batch_size` and keeps its own slice of it.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, augment: bool = False):
+        if batch_size > len(x):
+            raise ConfigError(f"trainer.batch_size={batch_size} exceeds the {len(x)} training examples: lower it")
+        self.x, self.y, self.batch_size, self.augment = x, y, batch_size, augment
+        self.local = per_rank(batch_size, world_size)
+        self.rank_slice = slice(rank * self.local, (rank + 1) * self.local)
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.steps_per_epoch = len(x) // batch_size  # the last partial batch is dropped (BN needs m > 1)
+        self.position = self.steps_per_epoch  # start by shuffling
+        self.order = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.position >= self.steps_per_epoch:
+            self.order = torch.randperm(len(self.x), generator=self.generator).to(self.x.device)
+            self.position = 0
+        idx = self.order[self.position * self.batch_size:(self.position + 1) * self.batch_size][self.rank_slice]
+        self.position += 1
+        x = self.x.index_select(0, idx)
+        return (self._augment(x) if self.augment else x), self.y.index_select(0, idx)
+
+    def _augment(self, x):
+        """Random crop (pad 4) and flip; drawn for the whole global batch, then this rank's share kept, so
+        the numbers are the same at any world size."""
+        pad, n = 4, self.batch_size
+        shift = torch.randint(0, 2 * pad + 1, (2, n), generator=self.generator)[:, self.rank_slice]
+        flip = (torch.rand(n, generator=self.generator) < 0.5)[self.rank_slice]
+        return crop_flip(x, shift.to(x.device, non_blocking=True), flip.to(x.device, non_blocking=True), pad)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "position": self.position, "order": self.order}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.position = state["position"]
+        self.order = None if state["order"] is None else state["order"].to(self.x.device)
+
+
+class ResumableDistributedSampler(torch.utils.data.DistributedSampler):
+    """DistributedSampler (no padding: drop_last) that can start partway through an epoch, for resume."""
+
+    start = 0  # index into this rank's share of the epoch
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start:])
+
+
+class FolderLoader:
+    """An endless stream of (x, y) device batches from a DataLoader over an image folder, one epoch after
+    another; `state_dict` (epoch, batches done) lets a resumed run continue with the next batch."""
+
+    def __init__(self, dataset, batch_size: int, seed: int, rank: int, world_size: int, workers: int,
+                 device: torch.device):
+        self.local, self.seed, self.device = per_rank(batch_size, world_size), seed, device
+        self.sampler = ResumableDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
+                                                   seed=seed, drop_last=True)
+        # the loader's generator seeds the workers' augmentation; it is reseeded per (epoch, position)
+        self.generator = torch.Generator()
+        self.loader = torch.utils.data.DataLoader(
+            dataset, self.local, sampler=self.sampler, num_workers=workers, drop_last=True,
+            pin_memory=device.type == "cuda", persistent_workers=workers > 0, generator=self.generator,
+            prefetch_factor=4 if workers > 0 else None)
+        self.steps_per_epoch = len(self.sampler) // self.local
+        self.epoch, self.position, self.batches = 0, 0, None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.position >= self.steps_per_epoch:
+            self.epoch, self.position, self.batches = self.epoch + 1, 0, None
+        if self.batches is None:
+            self.sampler.set_epoch(self.epoch)
+            self.sampler.start = self.position * self.local
+            self.generator.manual_seed(hash((self.seed, self.epoch, self.position, self.sampler.rank)))
+            self.batches = iter(self.loader)
+        x, y = next(self.batches)
+        self.position += 1
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position, self.batches = state["epoch"], state["position"], None
+
+
+class FolderData:
+    """ImageNet in torchvision's ImageFolder layout, streamed: RandomResizedCrop + flip for training,
+    resize + center crop for evaluation, decoded by DataLoader workers into pinned memory."""
+
+    MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+    def __init__(self, root: Path, cfg, device: torch.device):
+        from torchvision import datasets, transforms as T
+
+        self.root, self.device, self.workers = root, device, int(cfg.get("workers", 8))
+        normalize = [T.ToTensor(), T.Normalize(self.MEAN, self.STD)]
+        crop = int(cfg.get("crop_size", 224))
+        train_tf = ([T.RandomResizedCrop(crop), T.RandomHorizontalFlip()] if cfg.get("augment", True)
+                    else [T.Resize(int(cfg.get("resize_size", 256))), T.CenterCrop(crop)])
+        self.eval_tf = T.Compose([T.Resize(int(cfg.get("resize_size", 256))), T.CenterCrop(crop), *normalize])
+        self.train = datasets.ImageFolder(str(root / "train"), T.Compose([*train_tf, *normalize]))
+        self.test = datasets.ImageFolder(str(root / "val"), self.eval_tf)
+        if self.train.classes != self.test.classes:
+            raise ConfigError(f"{root}/train and {root}/val hold different class folders: make them match")
+        self.num_classes, self.in_shape = len(self.train.classes), (3, crop, crop)
+        self._eval_loaders = {}
+
+    def train_batches(self, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> FolderLoader:
+        return FolderLoader(self.train, batch_size, seed, rank, world_size, self.workers, self.device)
+
+    def eval_batches(self, split: str, batch_size: int, rank: int = 0, world_size: int = 1,
+                     limit: int | None = None, seed: int = 0):
+        key = (split, batch_size, rank, world_size, limit, seed)
+        if key not in self._eval_loaders:  # built once: their workers persist between evaluations
+            if split == "test":
+                dataset, n = self.test, len(self.test)
+                idx = torch.arange(n if limit is None else min(limit, n))
+            elif split == "train":  # a fixed subset of training images with the evaluation transform
+                from torchvision import datasets
+
+                dataset = datasets.ImageFolder(str(self.root / "train"), self.eval_tf)
+                n = len(dataset) if limit is None else min(limit, len(dataset))
+                idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+            else:
+                raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+            share = torch.utils.data.Subset(dataset, idx[rank::world_size].tolist())  # exact, unpadded
+            self._eval_loaders[key] = torch.utils.data.DataLoader(
+                share, batch_size, shuffle=False, num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                persistent_workers=self.workers > 0)
+        for x, y in self._eval_loaders[key]:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)

@@ -1,0 +1,46 @@
+"""Model registry: `build_model(cfg.model, in_shape, num_classes)` builds any family with any norm."""
+from __future__ import annotations
+
+import inspect
+
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from bnrepro import ConfigError
+from bnrepro.norm import Norm
+
+# model config keys that describe the norm rather than the architecture
+NORM_KEYS = {"norm": "kind", "norm_momentum": "momentum", "norm_eps": "eps", "norm_groups": "groups",
+             "ghost_batch": "ghost_batch", "brn_rmax": "brn_rmax", "brn_dmax": "brn_dmax",
+             "brn_warmup": "brn_warmup", "noise_mean": "noise_mean", "noise_std": "noise_std"}
+# config keys that only name or annotate the model
+META_KEYS = ("_target_", "name", "norm_sync")
+
+MODELS = {
+    "mlp": "bnrepro.models.mlp.MLP",
+    "resnet_cifar": "bnrepro.models.resnet_cifar.CifarResNet",
+    "resnet": "bnrepro.models.resnet.ResNet",
+    "inception_bn": "bnrepro.models.inception.BNInception",
+    "inception": "bnrepro.models.inception.GoogLeNet",
+}
+
+
+def build_model(cfg: DictConfig | dict, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    kw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    name = kw.get("name")
+    if name not in MODELS:
+        raise ConfigError(f"unknown model '{name}': choose model=<one of {', '.join(MODELS)}>")
+    norm = Norm(**{field: kw.pop(key) for key, field in NORM_KEYS.items() if key in kw})
+    for key in META_KEYS:
+        kw.pop(key, None)
+    cls = get_class(MODELS[name])
+    unknown = sorted(set(kw) - set(inspect.signature(cls).parameters))
+    if unknown:
+        raise ConfigError(f"model={name} has no option {', '.join('model.' + k for k in unknown)}: "
+                          f"remove it or check its spelling in configs/model/{name}.yaml")
+    return cls(in_shape=tuple(in_shape), num_classes=num_classes, norm=norm, **kw)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

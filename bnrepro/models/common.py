@@ -1,0 +1,46 @@
+"""Pieces shared by the model families."""
+from __future__ import annotations
+
+from torch import nn
+
+from bnrepro import ConfigError
+from bnrepro.norm import Norm
+
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+
+
+def activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation '{name}': set model.act to one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def conv_norm(cin: int, cout: int, kernel: int, norm: Norm, stride: int = 1) -> nn.Sequential:
+    """A conv followed by the norm; the conv keeps its bias only when there is no norm to absorb it."""
+    layers = [nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=not norm.enabled)]
+    if norm.enabled:
+        layers.append(norm(cout, dim=2))
+    return nn.Sequential(*layers)
+
+
+def conv_norm_act(cin: int, cout: int, kernel: int, norm: Norm, act: str, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(*conv_norm(cin, cout, kernel, norm, stride), activation(act))
+
+
+def init_weights(model: nn.Module, init_scale: float = 1.0) -> None:
+    """Kaiming-normal (fan_out) convs as torchvision's and timm's ResNets, torch's default linear layers, zero
+    biases; then every conv and linear weight times `init_scale` (model.init_scale, swept by claim C6)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    scale_weights(model, init_scale)
+
+
+def scale_weights(model: nn.Module, init_scale: float) -> None:
+    if init_scale <= 0:
+        raise ConfigError(f"model.init_scale={init_scale}: set a positive multiplier of the default init")
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            m.weight.data.mul_(init_scale)

@@ -1,0 +1,291 @@
+"""The norm factory: every model builds its normalization layers through `Norm`, named by `model.norm`.
+
+Every layer that normalizes with batch statistics subclasses torch's `_BatchNorm`, so running statistics,
+precise BN, folding and SyncBN conversion treat them all alike. Every layer works on 1d (N, C) and conv
+(N, C, H, W) inputs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from bnrepro import ConfigError
+
+NORMS = ("bn", "none", "gn", "ln", "in", "ghost_bn", "brn", "noisy_bn", "frozen_bn")
+
+
+def sub_batch_moments(x: torch.Tensor, ghost_batch: int = 0):
+    """Per-channel mean and biased variance of each normalization batch of `ghost_batch` examples
+    (0: the whole batch). Returns x viewed as (k, g, C, rest), mean and var of shape (k, C), and m, the
+    number of values per channel behind each statistic (g times the spatial size)."""
+    n, c = x.shape[:2]
+    g = ghost_batch or n
+    if n % g:
+        raise ConfigError(f"a batch of {n} examples does not split into ghost batches of model.ghost_batch={g}: "
+                          f"make trainer.batch_size (and the eval batch size) a multiple of it")
+    xs = x.reshape(n // g, g, c, -1)
+    m = g * xs.shape[-1]
+    if m < 2:
+        raise ConfigError(f"model.ghost_batch={g} leaves one value per channel to normalize over: "
+                          f"set model.ghost_batch >= 2")
+    var, mean = torch.var_mean(xs, dim=(1, 3), correction=0)
+    return xs, mean, var, m
+
+
+class _AnyDimBatchNorm(_BatchNorm):
+    """A `_BatchNorm` that takes (N, C), (N, C, L) and (N, C, H, W) inputs alike."""
+
+    def _check_input_dim(self, x):
+        if x.dim() < 2:
+            raise ValueError(f"expected a (N, C, ...) input, got shape {tuple(x.shape)}")
+
+    def _average_factor(self) -> float:
+        """The weight of the new batch in the running statistics, as torch's BN computes it."""
+        self.num_batches_tracked.add_(1)
+        return 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+
+    def _eval_forward(self, x):
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+    def _uses_batch_stats(self) -> bool:
+        # as torch: batch statistics in training, and in eval when the running buffers were taken away
+        # (see bnrepro.inference.batch_statistics)
+        return self.training or self.running_mean is None
+
+    def _updates_running_stats(self) -> bool:
+        return self.training and self.track_running_stats and self.running_mean is not None
+
+
+class GhostBatchNorm(_AnyDimBatchNorm):
+    """BN whose training statistics come from sub-batches of `ghost_batch` examples (0: the whole batch).
+
+    The running mean is the average of the sub-batch means, the running variance that of their unbiased
+    (m/(m-1)) variances: the paper's Algorithm 2 with the sub-batch as the mini-batch."""
+
+    def __init__(self, num_features: int, ghost_batch: int = 0, **kw):
+        super().__init__(num_features, **kw)
+        self.ghost_batch = ghost_batch
+
+    def _covers_batch(self, x) -> bool:
+        return self.ghost_batch in (0, x.shape[0])
+
+    def forward(self, x):
+        self._check_input_dim(x)
+        if not self._uses_batch_stats():
+            return self._eval_forward(x)
+        if self._covers_batch(x):
+            return super().forward(x)  # torch's fused kernel
+        xs, mean, var, m = sub_batch_moments(x, self.ghost_batch)
+        if self._updates_running_stats():
+            self._update_running(mean, var, m)
+        scale = self.weight * torch.rsqrt(var + self.eps)
+        return self._affine(xs, mean, scale, self.bias.expand_as(mean), x.shape)
+
+    @torch.no_grad()
+    def _update_running(self, mean, var, m):
+        factor = self._average_factor()
+        self.running_mean.lerp_(mean.mean(0), factor)
+        self.running_var.lerp_(var.mean(0) * (m / (m - 1)), factor)
+
+    @staticmethod
+    def _affine(xs, mean, scale, shift, shape):
+        """(xs - mean) * scale + shift with (k, C) statistics broadcast over each sub-batch."""
+        return ((xs - mean[:, None, :, None]) * scale[:, None, :, None] + shift[:, None, :, None]).reshape(shape)
+
+
+class BatchRenorm(GhostBatchNorm):
+    """Batch Renormalization (Ioffe 2017): x_hat = (x - mu_B) / sigma_B * r + d with r = sigma_B / sigma and
+    d = (mu_B - mu) / sigma clipped to [1/r_max, r_max] and [-d_max, d_max] and treated as constants.
+    r_max ramps linearly 1 -> r_max and d_max 0 -> d_max over `warmup` training steps (0: no ramp), counted
+    by `num_batches_tracked`. Honors `ghost_batch` so it can be studied at small normalization batches."""
+
+    def __init__(self, num_features: int, ghost_batch: int = 0, r_max: float = 3.0, d_max: float = 5.0,
+                 warmup: int = 0, **kw):
+        super().__init__(num_features, ghost_batch, **kw)
+        self.r_max, self.d_max, self.warmup = r_max, d_max, warmup
+
+    def limits(self) -> tuple[float, float]:
+        """The current (r_max, d_max) of the ramp."""
+        done = 1.0 if self.warmup <= 0 else min(1.0, float(self.num_batches_tracked) / self.warmup)
+        return 1.0 + (self.r_max - 1.0) * done, self.d_max * done
+
+    def forward(self, x):
+        self._check_input_dim(x)
+        if not self._uses_batch_stats():
+            return self._eval_forward(x)
+        xs, mean, var, m = sub_batch_moments(x, self.ghost_batch)
+        inv_std = torch.rsqrt(var + self.eps)
+        scale, shift = self.weight * inv_std, self.bias.expand_as(mean)
+        if self._updates_running_stats():
+            with torch.no_grad():
+                r_max, d_max = self.limits()
+                inv_run_std = torch.rsqrt(self.running_var + self.eps)
+                r = ((var + self.eps).sqrt() * inv_run_std).clamp(1 / r_max, r_max)
+                d = ((mean - self.running_mean) * inv_run_std).clamp(-d_max, d_max)
+            scale, shift = scale * r, shift + self.weight * d
+            self._update_running(mean, var, m)
+        return self._affine(xs, mean, scale, shift, x.shape)
+
+
+class NoisyBatchNorm(_AnyDimBatchNorm):
+    """Santurkar et al.'s "noisy BN": BN followed, in training only, by a random scale and shift per example
+    and channel, y * (1 + s * z1) + (mu + s * z2) with z ~ N(0, 1), whose distribution itself changes at every
+    step: per channel mu ~ U(-noise_mean, noise_mean) and s ~ U(0, noise_std), drawn at each forward."""
+
+    def __init__(self, num_features: int, noise_mean: float = 0.5, noise_std: float = 0.5, **kw):
+        super().__init__(num_features, **kw)
+        self.noise_mean, self.noise_std = noise_mean, noise_std
+
+    def forward(self, x):
+        y = super().forward(x)
+        if not self.training:
+            return y
+        per_channel = (1, x.shape[1]) + (1,) * (x.dim() - 2)
+        per_example = (x.shape[0],) + per_channel[1:]
+        mu = torch.empty(per_channel, device=x.device, dtype=y.dtype).uniform_(-self.noise_mean, self.noise_mean)
+        s = torch.empty(per_channel, device=x.device, dtype=y.dtype).uniform_(0.0, self.noise_std)
+        z = torch.randn((2,) + per_example, device=x.device, dtype=y.dtype)
+        return y * (1 + s * z[0]) + (mu + s * z[1])
+
+
+class FrozenBatchNorm(_AnyDimBatchNorm):
+    """BN that always normalizes with its running statistics, which it never updates; gamma and beta still
+    train. From scratch the statistics stay (0, 1) and the layer is a learned per-channel affine map: the
+    control with BN's parameters but no normalization. timm's and torchvision's FrozenBatchNorm2d freeze
+    gamma and beta as well and are 2d only, hence this class."""
+
+    def forward(self, x):
+        self._check_input_dim(x)
+        return self._eval_forward(x)
+
+
+class GlobalBatchNorm(_AnyDimBatchNorm):
+    """BN over the global batch of all processes for CPU (gloo) runs, where torch's SyncBatchNorm refuses
+    CPU tensors. The collectives are autograd-aware, so gradients flow through the global statistics."""
+
+    def forward(self, x):
+        self._check_input_dim(x)
+        if not self._uses_batch_stats():
+            return self._eval_forward(x)
+        if not self.training:  # batch statistics at eval time stay local, as torch's SyncBatchNorm does
+            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        from torch.distributed.nn.functional import all_reduce
+
+        dims = [0] + list(range(2, x.dim()))
+        count = torch.full((1,), x.numel() // x.shape[1], dtype=x.dtype, device=x.device)
+        total = all_reduce(torch.cat([x.sum(dims), count]))  # two passes: no E[x^2] - E[x]^2 cancellation
+        m = total[-1]
+        mean = total[:-1] / m
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        centered = x - mean.reshape(shape)
+        var = all_reduce(centered.square().sum(dims)) / m
+        if self._updates_running_stats():
+            with torch.no_grad():
+                factor = self._average_factor()
+                self.running_mean.lerp_(mean, factor)
+                self.running_var.lerp_(var * m / (m - 1), factor)
+        scale = self.weight * torch.rsqrt(var + self.eps)
+        return centered * scale.reshape(shape) + self.bias.reshape(shape)
+
+
+@dataclass(frozen=True)
+class Norm:
+    """Builds the normalization layer for `channels` features of a 1d (MLP) or 2d (conv) input.
+
+    `ghost_batch` is honored by ghost_bn and brn and ignored by the other norms, so one sweep can cross norms
+    with normalization batch sizes."""
+
+    kind: str = "bn"
+    momentum: float = 0.1
+    eps: float = 1e-5
+    groups: int = 32
+    ghost_batch: int = 0
+    brn_rmax: float = 3.0
+    brn_dmax: float = 5.0
+    brn_warmup: int = 5000
+    noise_mean: float = 0.5
+    noise_std: float = 0.5
+
+    def __post_init__(self):
+        if self.kind not in NORMS:
+            raise ConfigError(f"unknown norm '{self.kind}': set model.norm to one of {', '.join(NORMS)}")
+        if self.groups < 1:
+            raise ConfigError(f"model.norm_groups={self.groups}: set it to a positive divisor of the channels")
+        if self.ghost_batch < 0:
+            raise ConfigError(f"model.ghost_batch={self.ghost_batch}: set it to 0 (whole batch) or a positive size")
+        if self.brn_rmax < 1 or self.brn_dmax < 0:
+            raise ConfigError(f"model.brn_rmax={self.brn_rmax}, model.brn_dmax={self.brn_dmax}: "
+                              f"set model.brn_rmax >= 1 and model.brn_dmax >= 0")
+
+    @property
+    def enabled(self) -> bool:
+        """False for `none`: the model then adds no norm module and keeps the layer biases."""
+        return self.kind != "none"
+
+    def __call__(self, channels: int, dim: int) -> nn.Module:
+        if not self.enabled:
+            raise ValueError("Norm('none') builds no layer: check `norm.enabled` first")
+        if dim not in (1, 2):
+            raise ValueError(f"dim is 1 (features) or 2 (feature maps), got {dim}")
+        bn = dict(eps=self.eps, momentum=self.momentum)
+        if self.kind == "bn":
+            return (nn.BatchNorm1d if dim == 1 else nn.BatchNorm2d)(channels, **bn)
+        if self.kind == "ghost_bn":
+            return GhostBatchNorm(channels, self.ghost_batch, **bn)
+        if self.kind == "brn":
+            return BatchRenorm(channels, self.ghost_batch, self.brn_rmax, self.brn_dmax, self.brn_warmup, **bn)
+        if self.kind == "noisy_bn":
+            return NoisyBatchNorm(channels, self.noise_mean, self.noise_std, **bn)
+        if self.kind == "frozen_bn":
+            return FrozenBatchNorm(channels, **bn)
+        if self.kind == "gn":
+            if channels % self.groups:
+                raise ConfigError(f"model.norm_groups={self.groups} does not divide a layer's {channels} channels: "
+                                  f"set model.norm_groups to a divisor of every layer's width")
+            return nn.GroupNorm(self.groups, channels, eps=self.eps)
+        if self.kind == "ln":  # the GN paper's LN: one group over (C, H, W), per-channel gamma and beta
+            return nn.LayerNorm(channels, eps=self.eps) if dim == 1 else nn.GroupNorm(1, channels, eps=self.eps)
+        if dim == 1:  # "in"
+            raise ConfigError("model.norm=in normalizes each channel over its spatial positions, which a fully "
+                              "connected layer has none of: use model.norm=ln or gn")
+        return nn.InstanceNorm2d(channels, eps=self.eps, affine=True)
+
+
+def _batch_stat_norms(model: nn.Module) -> list[_BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, _BatchNorm) and not isinstance(m, FrozenBatchNorm)]
+
+
+def validate_batch(model: nn.Module, batch_size: int) -> None:
+    """Raise ConfigError when the model's norms cannot train on batches of `batch_size` examples."""
+    norms = _batch_stat_norms(model)
+    if norms and batch_size < 2:
+        raise ConfigError("BN needs more than one example per batch: "
+                          "set trainer.batch_size >= 2 or model.norm=gn|ln|none")
+    for m in norms:
+        ghost = getattr(m, "ghost_batch", 0)
+        if ghost and batch_size % ghost:
+            raise ConfigError(f"trainer.batch_size={batch_size} is not a multiple of model.ghost_batch={ghost}: "
+                              f"change one of them")
+
+
+def convert_sync_bn(model: nn.Module) -> nn.Module:
+    """Make every plain BN layer normalize over the global batch of all processes (model.norm_sync=true):
+    torch's SyncBatchNorm on CUDA, GlobalBatchNorm on the CPU. ghost_bn and brn keep their per-process
+    sub-batches by design, frozen_bn and noisy_bn stay as they are. No-op outside a multi-process run."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return model
+    cuda = any(p.is_cuda for p in model.parameters())
+    sync_cls = nn.SyncBatchNorm if cuda else GlobalBatchNorm
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) in (nn.BatchNorm1d, nn.BatchNorm2d):
+                sync = sync_cls(child.num_features, eps=child.eps, momentum=child.momentum, affine=child.affine,
+                                track_running_stats=child.track_running_stats)
+                sync.to(child.running_mean.device).load_state_dict(child.state_dict())
+                setattr(parent, name, sync.train(child.training))
+    return model

@@ -1,0 +1,85 @@
+"""Optimizer and learning-rate schedule, built from `cfg.optim` and `cfg.schedule`.
+
+The schedule is a torch LR scheduler stepped once per training step. Its lengths are fractions of
+trainer.max_steps, so one schedule file serves every scale.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.optim import lr_scheduler
+
+from bnrepro import ConfigError
+
+
+def effective_lr(cfg, batch_size: int | None = None) -> float:
+    """The paper states its learning rates as multiples of a base rate (BN-x5, BN-x30): lr * lr_mult.
+
+    With optim.scale_lr_by_batch=true, optim.lr is the rate per 256 examples and scales linearly with the
+    (global) batch size (Goyal et al. 2017).
+    """
+    lr = cfg.lr * cfg.get("lr_mult", 1.0)
+    if cfg.get("scale_lr_by_batch", False):
+        if batch_size is None:
+            raise ValueError("optim.scale_lr_by_batch needs the batch size")
+        lr *= batch_size / 256
+    if not lr > 0:
+        raise ConfigError(f"learning rate must be positive, got optim.lr={cfg.lr} x optim.lr_mult="
+                          f"{cfg.get('lr_mult', 1.0)}: set optim.lr to a positive number")
+    return lr
+
+
+def param_groups(model: nn.Module, weight_decay: float, exempt_norm_bias: bool) -> list[dict]:
+    """One group, or two when norm scales/shifts and biases (every parameter with ndim <= 1) skip weight
+    decay, as is usual for BN nets (decaying gamma only rescales what the next BN undoes)."""
+    if not exempt_norm_bias or weight_decay == 0:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(cfg, model: nn.Module, batch_size: int | None = None) -> torch.optim.Optimizer:
+    if cfg.name != "sgd":
+        raise ConfigError(f"unknown optimizer '{cfg.name}': use optim=sgd")
+    nesterov = cfg.get("nesterov", False)
+    if nesterov and not cfg.momentum > 0:
+        raise ConfigError("optim.nesterov=true needs optim.momentum > 0: set one or the other")
+    groups = param_groups(model, cfg.weight_decay, cfg.get("wd_exempt_norm_bias", False))
+    return torch.optim.SGD(groups, lr=effective_lr(cfg, batch_size), momentum=cfg.momentum, nesterov=nesterov)
+
+
+def _main_schedule(cfg, optimizer, steps: int) -> lr_scheduler.LRScheduler:
+    name = cfg.name
+    if name == "constant":
+        return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if name == "step":  # multiply by gamma at each milestone
+        milestones = sorted(max(1, round(f * steps)) for f in cfg.milestones_frac)
+        return lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.gamma)
+    if name == "exponential":
+        # lr * decay_rate ** (step / period): the paper's exponential decay (GoogLeNet's 4% per 8 epochs);
+        # decay_speedup=6 is its "6x faster" (section 4.2.1)
+        period = cfg.decay_every_frac * steps / cfg.get("decay_speedup", 1.0)
+        if not period > 0:
+            raise ConfigError("schedule.decay_every_frac and decay_speedup must be positive")
+        if cfg.get("staircase", False):
+            return lr_scheduler.StepLR(optimizer, step_size=max(1, round(period)), gamma=cfg.decay_rate)
+        return lr_scheduler.ExponentialLR(optimizer, gamma=cfg.decay_rate ** (1.0 / period))
+    if name == "cosine":  # half a cosine from the rate down to min_lr_frac x the rate
+        eta_min = optimizer.param_groups[0]["lr"] * cfg.get("min_lr_frac", 0.0)
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps), eta_min=eta_min)
+    raise ConfigError(f"unknown schedule '{name}': use schedule=<constant|step|exponential|cosine>")
+
+
+def build_schedule(cfg, optimizer: torch.optim.Optimizer, max_steps: int) -> lr_scheduler.LRScheduler:
+    """The LR schedule named by cfg.name, with an optional linear warmup over cfg.warmup_frac of the run in
+    front of it (from warmup_start_factor x the rate). Step it once per training step."""
+    warmup = round(cfg.get("warmup_frac", 0.0) * max_steps)
+    main = _main_schedule(cfg, optimizer, max_steps - warmup)
+    if warmup == 0:
+        return main
+    ramp = lr_scheduler.LinearLR(optimizer, start_factor=cfg.get("warmup_start_factor", 0.01), end_factor=1.0,
+                                 total_iters=warmup)
+    return lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])

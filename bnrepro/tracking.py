@@ -1,0 +1,93 @@
+"""The run's record: metrics.jsonl and summary.json in the run directory, mirrored to W&B when enabled.
+
+The files are the source of truth (the report reads only them); W&B is a mirror, and no W&B failure may
+stop a run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import netrc
+import os
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+
+def _finite_or_none(v):
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def write_json(path: Path, obj) -> None:
+    """Atomic: a reader never sees a half-written file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False))
+    os.replace(tmp, path)
+
+
+def wandb_mode() -> str:
+    """WANDB_MODE wins; otherwise online only when the user is logged in (API key in env or netrc)."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        return "online" if netrc.netrc().authenticators("api.wandb.ai") else "offline"
+    except (OSError, netrc.NetrcParseError):
+        return "offline"
+
+
+class Tracker:
+    def __init__(self, cfg, run_dir: Path, enabled: bool = True, wandb_id: str | None = None):
+        self.run_dir, self.enabled, self.wandb = Path(run_dir), enabled, None
+        if not enabled:
+            return
+        self.metrics = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+        if cfg.logger.name == "wandb":
+            self.wandb = self._start_wandb(cfg, wandb_id)
+
+    def _start_wandb(self, cfg, wandb_id):
+        try:
+            import wandb
+
+            tags = [t for t in (cfg.get("scale_name"), cfg.get("claim")) if t]
+            return wandb.init(project=cfg.logger.project, entity=cfg.logger.get("entity"), group=cfg.name,
+                              tags=tags, config=OmegaConf.to_container(cfg, resolve=True), dir=str(self.run_dir),
+                              id=wandb_id, resume="allow" if wandb_id else None, mode=wandb_mode(),
+                              name=self.run_dir.name, reinit="finish_previous",
+                              settings=wandb.Settings(silent=True, console="off"))
+        except Exception as e:  # noqa: BLE001 - W&B is a mirror: no failure of it may stop training
+            print(f"warning: W&B disabled for this run ({type(e).__name__}: {e}); files in {self.run_dir} "
+                  "are the record", file=sys.stderr)
+            return None
+
+    @property
+    def wandb_id(self) -> str | None:
+        return self.wandb.id if self.wandb is not None else None
+
+    def log(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        row = {k: _finite_or_none(v) for k, v in row.items()}
+        self.metrics.write(json.dumps(row) + "\n")
+        self._wandb_call(lambda run: run.log(row, step=row["step"], commit=True))
+
+    def finish(self, summary: dict) -> None:
+        if not self.enabled:
+            return
+        summary = {k: _finite_or_none(v) for k, v in summary.items()}
+        write_json(self.run_dir / "summary.json", summary)
+        self.metrics.close()
+        self._wandb_call(lambda run: run.summary.update(summary))
+        self._wandb_call(lambda run: run.finish())
+
+    def _wandb_call(self, fn) -> None:
+        if self.wandb is None:
+            return
+        try:
+            fn(self.wandb)
+        except Exception as e:  # noqa: BLE001
+            print(f"warning: W&B call failed ({type(e).__name__}: {e}); continuing with files only",
+                  file=sys.stderr)
+            self.wandb = None

@@ -1,0 +1,42 @@
+"""Shared test helpers: compose the real configs, write tiny datasets in real on-disk formats."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+torch.set_num_threads(1)  # tiny models: threads only add overhead, and tests may run beside other jobs
+
+
+def compose_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """The IDX format of MNIST: magic (0, 0, dtype 0x08 = ubyte, ndim), big-endian dims, then the bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def mnist_root(tmp_path) -> Path:
+    """A tiny MNIST in torchvision's layout: <root>/MNIST/raw/*-ubyte, uncompressed."""
+    raw = tmp_path / "mnist" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 120), ("t10k", 40)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 40, size=(n, 28, 28))
+        images[np.arange(n), labels * 2 + 3, 4:24] = 255  # a class-dependent stroke: learnable
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return tmp_path / "mnist"
