@@ -19,22 +19,26 @@ from bnrepro import ConfigError
 NORMS = ("bn", "none", "gn", "ln", "in", "ghost_bn", "brn", "noisy_bn", "frozen_bn")
 
 
-def sub_batch_moments(x: torch.Tensor, ghost_batch: int = 0):
-    """Per-channel mean and biased variance of each normalization batch of `ghost_batch` examples
-    (0: the whole batch). Returns x viewed as (k, g, C, rest), mean and var of shape (k, C), and m, the
-    number of values per channel behind each statistic (g times the spatial size)."""
-    n, c = x.shape[:2]
+def _sub_batches(x: torch.Tensor, ghost_batch: int) -> tuple[int, int, int]:
+    """(k, g, m): k normalization batches of g examples each, m values per channel behind each statistic."""
+    n = x.shape[0]
     g = ghost_batch or n
     if n % g:
         raise ConfigError(f"a batch of {n} examples does not split into ghost batches of model.ghost_batch={g}: "
                           f"make trainer.batch_size (and the eval batch size) a multiple of it")
-    xs = x.reshape(n // g, g, c, -1)
-    m = g * xs.shape[-1]
+    m = x[0, 0].numel() * g
     if m < 2:
         raise ConfigError(f"model.ghost_batch={g} leaves one value per channel to normalize over: "
                           f"set model.ghost_batch >= 2")
-    var, mean = torch.var_mean(xs, dim=(1, 3), correction=0)
-    return xs, mean, var, m
+    return n // g, g, m
+
+
+def sub_batch_moments(x: torch.Tensor, ghost_batch: int = 0):
+    """Per-channel mean and biased variance, shape (k, C), of each normalization batch of `ghost_batch`
+    examples (0: the whole batch), and m, the number of values per channel behind each statistic."""
+    k, g, m = _sub_batches(x, ghost_batch)
+    var, mean = torch.var_mean(x.reshape(k, g, x.shape[1], -1), dim=(1, 3), correction=0)
+    return mean, var, m
 
 
 class _AnyDimBatchNorm(_BatchNorm):
@@ -71,31 +75,46 @@ class GhostBatchNorm(_AnyDimBatchNorm):
         super().__init__(num_features, **kw)
         self.ghost_batch = ghost_batch
 
-    def _covers_batch(self, x) -> bool:
-        return self.ghost_batch in (0, x.shape[0])
-
     def forward(self, x):
         self._check_input_dim(x)
         if not self._uses_batch_stats():
             return self._eval_forward(x)
-        if self._covers_batch(x):
-            return super().forward(x)  # torch's fused kernel
-        xs, mean, var, m = sub_batch_moments(x, self.ghost_batch)
+        if self.training:
+            return self._batch_forward(x, self.ghost_batch)
+        # batch statistics at eval time (bnrepro.inference.batch_statistics): sub-batches as in training, and
+        # the test set's last, smaller batch normalizes what does not fill a sub-batch on its own
+        n, g = x.shape[0], self.ghost_batch or x.shape[0]
+        cut = n - n % g
+        parts = [(x[:cut], g)] * (cut > 0) + [(x[cut:], n - cut)] * (cut < n)
+        return torch.cat([self._batch_forward(part, ghost) for part, ghost in parts])
+
+    def _batch_forward(self, x, ghost: int):
+        if ghost in (0, x.shape[0]):
+            return super().forward(x)
+        k = x.shape[0] // ghost
+        y, mean, var = self._normalize_sub_batches(x, ghost, self.weight.repeat(k), self.bias.repeat(k))
         if self._updates_running_stats():
-            self._update_running(mean, var, m)
-        scale = self.weight * torch.rsqrt(var + self.eps)
-        return self._affine(xs, mean, scale, self.bias.expand_as(mean), x.shape)
+            self._update_running(mean, var)
+        return y
+
+    def _normalize_sub_batches(self, x, ghost: int, weight, bias):
+        """torch's fused BN run on the sub-batches laid side by side as channels, (g, k*C, rest): returns the
+        output and each sub-batch's mean and unbiased variance, (k, C), which the kernel writes into the
+        buffers it is given when their momentum is 1."""
+        k, g, _ = _sub_batches(x, ghost)
+        c = x.shape[1]
+        side_by_side = x.reshape(k, g, c, -1).transpose(0, 1).reshape(g, k * c, -1)
+        mean = torch.zeros(k * c, device=x.device, dtype=x.dtype)
+        var = torch.ones(k * c, device=x.device, dtype=x.dtype)
+        y = F.batch_norm(side_by_side, mean, var, weight, bias, True, 1.0, self.eps)
+        y = y.reshape(g, k, c, -1).transpose(0, 1).reshape(x.shape)
+        return y, mean.view(k, c), var.view(k, c)
 
     @torch.no_grad()
-    def _update_running(self, mean, var, m):
+    def _update_running(self, mean, unbiased_var):
         factor = self._average_factor()
         self.running_mean.lerp_(mean.mean(0), factor)
-        self.running_var.lerp_(var.mean(0) * (m / (m - 1)), factor)
-
-    @staticmethod
-    def _affine(xs, mean, scale, shift, shape):
-        """(xs - mean) * scale + shift with (k, C) statistics broadcast over each sub-batch."""
-        return ((xs - mean[:, None, :, None]) * scale[:, None, :, None] + shift[:, None, :, None]).reshape(shape)
+        self.running_var.lerp_(unbiased_var.mean(0), factor)
 
 
 class BatchRenorm(GhostBatchNorm):
@@ -114,22 +133,21 @@ class BatchRenorm(GhostBatchNorm):
         done = 1.0 if self.warmup <= 0 else min(1.0, float(self.num_batches_tracked) / self.warmup)
         return 1.0 + (self.r_max - 1.0) * done, self.d_max * done
 
-    def forward(self, x):
-        self._check_input_dim(x)
-        if not self._uses_batch_stats():
-            return self._eval_forward(x)
-        xs, mean, var, m = sub_batch_moments(x, self.ghost_batch)
-        inv_std = torch.rsqrt(var + self.eps)
-        scale, shift = self.weight * inv_std, self.bias.expand_as(mean)
+    def _batch_forward(self, x, ghost: int):
+        x_hat, mean, var = self._normalize_sub_batches(x, ghost, None, None)
+        k, c = mean.shape
+        scale, shift = self.weight.expand(k, c), self.bias.expand(k, c)
         if self._updates_running_stats():
             with torch.no_grad():
                 r_max, d_max = self.limits()
+                m = x[:, 0].numel() // k
                 inv_run_std = torch.rsqrt(self.running_var + self.eps)
-                r = ((var + self.eps).sqrt() * inv_run_std).clamp(1 / r_max, r_max)
+                r = ((var * ((m - 1) / m) + self.eps).sqrt() * inv_run_std).clamp(1 / r_max, r_max)
                 d = ((mean - self.running_mean) * inv_run_std).clamp(-d_max, d_max)
             scale, shift = scale * r, shift + self.weight * d
-            self._update_running(mean, var, m)
-        return self._affine(xs, mean, scale, shift, x.shape)
+            self._update_running(mean, var)
+        per_sub_batch = x_hat.reshape(k, -1, c, x[0, 0].numel())
+        return (per_sub_batch * scale[:, None, :, None] + shift[:, None, :, None]).reshape(x.shape)
 
 
 class NoisyBatchNorm(_AnyDimBatchNorm):

@@ -28,11 +28,12 @@ def conv_norm_act(cin: int, cout: int, kernel: int, norm: Norm, act: str, stride
 
 
 def init_weights(model: nn.Module, init_scale: float = 1.0) -> None:
-    """Kaiming-normal (fan_out) convs as torchvision's and timm's ResNets, torch's default linear layers, zero
-    biases; then every conv and linear weight times `init_scale` (model.init_scale, swept by claim C6)."""
+    """Kaiming-normal convs in fan_in mode, which keeps the forward signal's scale through a net without norms
+    (fan_out, torchvision's and timm's choice, inflates it by cout/cin at every 1x1 reduction), torch's default
+    linear layers, zero biases; then every conv and linear weight times `init_scale` (model.init_scale, C6)."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
     scale_weights(model, init_scale)

@@ -1,0 +1,117 @@
+"""Inference-time BN tools: folding BN into the preceding layer, precise BN, and batch-statistics evaluation."""
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from contextlib import contextmanager
+from typing import Iterable
+
+import torch
+from torch import fx, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+from bnrepro.norm import FrozenBatchNorm, sub_batch_moments
+
+
+class _NormLeafTracer(fx.Tracer):
+    """Traces through the model but keeps every BN a single node (our BN classes branch on batch shape)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, _BatchNorm) or super().is_leaf_module(m, qualname)
+
+
+def fold_bn(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of `model` with every BN that directly follows a conv or linear layer folded into it
+    (the BN becomes nn.Identity). The model's class and structure are kept; the data flow found by tracing
+    the forward decides which pairs fold: the layer's only consumer is the BN and each runs once."""
+    folded = copy.deepcopy(model).eval()
+    graph = _NormLeafTracer().trace(folded)
+    modules = dict(folded.named_modules())
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules[node.target], _BatchNorm):
+            continue
+        src = node.args[0]
+        if not (isinstance(src, fx.Node) and src.op == "call_module" and len(src.users) == 1
+                and calls[src.target] == 1 and calls[node.target] == 1):
+            continue
+        layer, bn = modules[src.target], modules[node.target]
+        if type(layer) in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
+            fused = fuse_conv_bn_eval(layer, bn)
+        elif type(layer) is nn.Linear and bn.num_features == layer.out_features:
+            fused = fuse_linear_bn_eval(layer, bn)
+        else:
+            continue
+        folded.set_submodule(src.target, fused)
+        folded.set_submodule(node.target, nn.Identity())
+    return folded
+
+
+def _recalibrated_norms(model: nn.Module) -> list[_BatchNorm]:
+    """The BN layers whose population statistics are estimated (frozen_bn keeps its statistics by design)."""
+    return [m for m in model.modules()
+            if isinstance(m, _BatchNorm) and not isinstance(m, FrozenBatchNorm) and m.running_mean is not None]
+
+
+@torch.no_grad()
+def precise_bn(model: nn.Module, batches: Iterable, num_examples: int, unbiased: bool = True) -> int:
+    """Precise BN (Wu & Johnson 2021): replace every BN's running statistics by population statistics of
+    at least `num_examples` training examples, with the weights fixed. Returns the examples used.
+
+    Each BN sees its input as in training (the model in train mode, no grad) and the statistics are those of
+    the paper's Algorithm 2: E[x] = the mean of the normalization-batch means, Var[x] = the mean of their
+    variances, times m/(m-1) when `unbiased` (False keeps the biased variance, for claim C8). The
+    normalization batch is what the layer normalizes over in training: the batch for bn and noisy_bn, the
+    sub-batch of `ghost_batch` examples for ghost_bn and brn, so the population statistics are those its
+    eval mode should match. noisy_bn's noise stays on, since training-time inputs to later layers carry it.
+    `batches` yields inputs or (input, target) pairs."""
+    norms = _recalibrated_norms(model)
+    sums = {m: [0.0, 0.0, 0] for m in norms}  # sum of batch means, of batch variances, number of batches
+
+    def accumulate(module, args):
+        mean, var, m = sub_batch_moments(args[0].float(), getattr(module, "ghost_batch", 0))  # bf16 in autocast
+        if unbiased:
+            var = var * (m / (m - 1))
+        acc = sums[module]
+        acc[0], acc[1], acc[2] = acc[0] + mean.double().sum(0), acc[1] + var.double().sum(0), acc[2] + len(mean)
+
+    steps = [m.num_batches_tracked.clone() for m in norms]  # brn's ramp counts training steps
+    handles = [m.register_forward_pre_hook(accumulate) for m in norms]
+    was_training, seen = model.training, 0
+    model.train()
+    try:
+        for batch in batches:
+            if seen >= num_examples:
+                break
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            model(x)
+            seen += len(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    for m, step in zip(norms, steps):
+        mean_sum, var_sum, count = sums[m]
+        if count:
+            m.running_mean.copy_(mean_sum / count)
+            m.running_var.copy_(var_sum / count)
+        m.num_batches_tracked.copy_(step)
+    return seen
+
+
+@contextmanager
+def batch_statistics(model: nn.Module):
+    """Within the block, every BN of an eval-mode model normalizes with the statistics of the batch it sees
+    (ghost_bn and brn: of each sub-batch, as in training; noisy_bn without noise) and leaves its running
+    statistics untouched; frozen_bn keeps its fixed statistics. It works by lending the running buffers
+    away, the case in which torch's BN uses batch statistics in eval mode."""
+    norms = _recalibrated_norms(model)
+    saved = [(m.running_mean, m.running_var) for m in norms]
+    for m in norms:
+        m.running_mean, m.running_var = None, None
+    try:
+        yield model
+    finally:
+        for m, (mean, var) in zip(norms, saved):
+            m.running_mean, m.running_var = mean, var

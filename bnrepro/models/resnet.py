@@ -1,0 +1,42 @@
+"""ImageNet ResNet-18 and ResNet-50 (He et al. 2016): timm's ResNet with our norm and activation passed in."""
+from __future__ import annotations
+
+import torch
+from timm.models.resnet import BasicBlock, Bottleneck
+from timm.models.resnet import ResNet as TimmResNet
+from torch import nn
+
+from bnrepro import ConfigError
+from bnrepro.models.common import activation, init_weights
+from bnrepro.norm import Norm
+
+ARCHS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet50": (Bottleneck, (3, 4, 6, 3))}
+
+
+class ResNet(TimmResNet):
+    def __init__(self, in_shape, num_classes: int, norm: Norm, act: str = "relu", dropout: float = 0.0,
+                 init_scale: float = 1.0, arch: str = "resnet50", zero_init_residual: bool = False):
+        if arch not in ARCHS:
+            raise ConfigError(f"unknown model.arch '{arch}': choose one of {', '.join(ARCHS)}")
+        activation(act)  # fail early on an unknown name
+
+        def norm_layer(channels, **_):  # timm passes device/dtype
+            return norm(channels, dim=2) if norm.enabled else nn.Identity()
+
+        def act_layer(inplace=False):  # out of place, so forward hooks see each input unchanged
+            return activation(act)
+
+        block, layers = ARCHS[arch]
+        super().__init__(block, layers, num_classes=num_classes, in_chans=in_shape[0], act_layer=act_layer,
+                         norm_layer=norm_layer, drop_rate=dropout, zero_init_last=False)
+        if not norm.enabled:  # timm's convs have no bias: give it back where no norm absorbs it
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    m.bias = nn.Parameter(torch.zeros(m.out_channels))
+        init_weights(self, init_scale)  # the same conv init as our other families
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, (BasicBlock, Bottleneck)):
+                    last = m.bn3 if isinstance(m, Bottleneck) else m.bn2
+                    conv = m.conv3 if isinstance(m, Bottleneck) else m.conv2
+                    nn.init.zeros_((last if norm.enabled else conv).weight)

@@ -1,0 +1,190 @@
+"""Every model family with every norm: golden sizes, gradients, the norm/bias rule, activations, bad config."""
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
+
+from bnrepro import ConfigError
+from bnrepro.models import MODELS, build_model, count_params
+from bnrepro.norm import NORMS
+
+torch.set_num_threads(1)
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
+NORM_TYPES = (_BatchNorm, nn.GroupNorm, nn.LayerNorm, _InstanceNorm)
+# the smallest member of each family on an input it is meant for, and norm groups that divide its widths
+TINY = {
+    "mlp": ({"name": "mlp", "norm_groups": 4}, (1, 8, 8)),
+    "resnet_cifar": ({"name": "resnet_cifar", "depth": 8, "norm_groups": 8}, (3, 8, 8)),
+    "resnet": ({"name": "resnet", "arch": "resnet18"}, (3, 64, 64)),
+    "inception_bn": ({"name": "inception_bn", "width_mult": 0.25, "norm_groups": 8}, (1, 8, 8)),
+    "inception": ({"name": "inception", "width_mult": 0.25, "norm_groups": 8}, (1, 8, 8)),
+}
+
+
+def tiny(family, **overrides):
+    cfg, shape = TINY[family]
+    torch.manual_seed(0)
+    return build_model({**cfg, **overrides}, shape, 10), shape
+
+
+def test_every_family_has_a_tiny_config():
+    assert set(TINY) == set(MODELS)
+
+
+@pytest.mark.parametrize(("cfg", "shape", "params"), [
+    ({"name": "resnet_cifar", "depth": 20}, (3, 32, 32), 269_722),   # He et al.: 0.27M
+    ({"name": "resnet_cifar", "depth": 56}, (3, 32, 32), 853_018),   # He et al.: 0.85M
+    ({"name": "resnet_cifar", "depth": 110}, (3, 32, 32), 1_727_962),  # He et al.: 1.7M
+    ({"name": "resnet", "arch": "resnet18"}, (3, 224, 224), 11_689_512),  # torchvision: 11.7M
+    ({"name": "resnet", "arch": "resnet50"}, (3, 224, 224), 25_557_032),  # He et al. / torchvision: 25.6M
+    # BN-Inception: the paper says 13.6M, but its own Fig. 5 rows (built here row by row, BN's gamma and beta
+    # included) add up to 11.28M; the paper does not say what else its figure counts, and the table is not
+    # self-consistent either (4c and 4d list 576 outputs where their rows sum to 608).
+    ({"name": "inception_bn"}, (3, 224, 224), 11_278_528),
+    # GoogLeNet layout without auxiliary classifiers; Szegedy et al. give about 6.8M without biases and head
+    ({"name": "inception", "norm": "none"}, (3, 224, 224), 6_998_552),
+])
+def test_golden_parameter_counts(cfg, shape, params):
+    assert count_params(build_model(cfg, shape, 10 if cfg["name"] == "resnet_cifar" else 1000)) == params
+
+
+def test_the_configs_build_their_family():
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        cfg = OmegaConf.load(path)
+        assert cfg.name == path.stem and cfg.name in MODELS
+        if cfg.name in TINY:
+            model = build_model(OmegaConf.merge(cfg, TINY[cfg.name][0]), TINY[cfg.name][1], 10)
+            assert count_params(model) > 0
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("family", list(TINY))
+def test_forward_backward_with_every_norm(family, norm):
+    if family == "mlp" and norm == "in":
+        with pytest.raises(ConfigError, match="model.norm=ln or gn"):
+            tiny(family, norm=norm)
+        return
+    model, shape = tiny(family, norm=norm, ghost_batch=2)
+    out = model(torch.randn(4, *shape))
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
+    out.logsumexp(1).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+    model.eval()
+    assert torch.isfinite(model(torch.randn(2, *shape))).all()
+
+
+@pytest.mark.parametrize("family", list(TINY))
+def test_none_has_no_norm_and_biased_layers(family):
+    """With `none` no norm module remains and every layer keeps its bias; with a norm the layer feeding it has
+    none. (inception's LRN is an architecture switch, model.lrn, not a norm; the depthwise half of the
+    separable first conv feeds a pointwise conv, whose bias absorbs its own.)"""
+    plain, _ = tiny(family, norm="none", lrn=False) if family.startswith("inception") else tiny(family, norm="none")
+    assert not [m for m in plain.modules() if isinstance(m, NORM_TYPES)]
+    layers = [m for m in plain.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and getattr(m, "groups", 1) == 1]
+    assert layers and all(m.bias is not None for m in layers)
+    normed, _ = tiny(family, norm="bn")
+    biased = [m for m in normed.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None]
+    assert biased == [list(normed.modules())[-1]]  # only the classifier
+    assert len([m for m in normed.modules() if isinstance(m, _BatchNorm)]) == len(layers) - 1
+
+
+@pytest.mark.parametrize("family", list(TINY))
+@pytest.mark.parametrize("act", ["relu", "sigmoid"])
+def test_activation_modules_follow_model_act(family, act):
+    model, shape = tiny(family, act=act)
+    acts = [m for m in model.modules() if isinstance(m, (nn.ReLU, nn.Sigmoid, nn.Tanh))]
+    assert acts and all(type(m) is type(acts[0]) for m in acts)
+    assert isinstance(acts[0], nn.Sigmoid if act == "sigmoid" else nn.ReLU)
+    calls = []
+    acts[-1].register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    model(torch.randn(2, *shape))
+    assert len(calls) == 1  # the probe's hook on the last activation module fires once per forward
+
+
+@pytest.mark.parametrize(("family", "shape", "spatial"), [
+    ("inception_bn", (3, 224, 224), 7), ("inception_bn", (3, 32, 32), 8), ("inception_bn", (1, 8, 8), 2),
+    ("inception", (3, 224, 224), 7), ("inception", (3, 32, 32), 8), ("inception", (1, 8, 8), 2),
+])
+def test_inception_stems_fit_the_input_size(family, shape, spatial):
+    """auto picks the stem: 224 -> 7x7 before the global pooling as in Fig. 5, 32 -> 8x8, 8 -> 2x2."""
+    model = build_model({"name": family, "width_mult": 0.125}, shape, 10).eval()
+    seen = []
+    model.pool.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    with torch.no_grad():
+        model(torch.randn(1, *shape))
+    assert seen[0][2:] == (spatial, spatial)
+
+
+def test_bn_inception_follows_fig5():
+    model = build_model({"name": "inception_bn"}, (3, 224, 224), 1000)
+    depthwise = model.stem[0]
+    assert (depthwise.groups, depthwise.out_channels, depthwise.kernel_size, depthwise.stride) == (3, 24, (7, 7), (2, 2))
+    outputs = {name: m.out_channels for name, m in model.named_children() if name.startswith("inception_")}
+    assert outputs == {"inception_3a": 256, "inception_3b": 320, "inception_3c": 576, "inception_4a": 576,
+                       "inception_4b": 576, "inception_4c": 608, "inception_4d": 608, "inception_4e": 1056,
+                       "inception_5a": 1024, "inception_5b": 1024}
+    assert isinstance(model.inception_3c.branches[-1], nn.MaxPool2d)  # pass-through: 160 + 96 + the input's 320
+    pools = [type(m.branches[-1][0] if isinstance(m.branches[-1], nn.Sequential) else m.branches[-1]).__name__
+             for name, m in model.named_children() if name.startswith("inception_")]
+    assert pools == ["AvgPool2d", "AvgPool2d", "MaxPool2d"] + ["AvgPool2d"] * 4 + ["MaxPool2d", "AvgPool2d",
+                                                                                   "MaxPool2d"]
+    assert not [m for m in model.modules() if isinstance(m, (nn.LocalResponseNorm, nn.Dropout))]
+
+
+def test_inception_baseline_has_5x5_lrn_and_dropout():
+    model = build_model({"name": "inception"}, (3, 224, 224), 1000)
+    kernels = {m.kernel_size for m in model.modules() if isinstance(m, nn.Conv2d)}
+    assert (5, 5) in kernels and len([m for m in model.modules() if isinstance(m, nn.LocalResponseNorm)]) == 2
+    assert model.dropout.p == 0.4
+    off = build_model({"name": "inception", "lrn": False, "dropout": 0.0}, (3, 224, 224), 1000)
+    assert not [m for m in off.modules() if isinstance(m, (nn.LocalResponseNorm, nn.Dropout))]
+
+
+@pytest.mark.parametrize(("family", "norm"), [("resnet_cifar", "bn"), ("resnet_cifar", "none"), ("resnet", "bn"),
+                                              ("resnet", "gn"), ("resnet", "none")])
+def test_zero_init_residual_starts_every_branch_at_zero(family, norm):
+    """With every residual branch at zero each block passes its shortcut on: block(x) = act(shortcut(x))."""
+    model, shape = tiny(family, norm=norm, zero_init_residual=True)
+    blocks = [m for m in model.modules() if type(m).__name__ in ("BasicBlock", "Bottleneck")]
+    seen = {}
+    for block in blocks:
+        block.register_forward_hook(lambda m, i, o: seen.update({m: (i[0], o)}))
+    model(torch.randn(2, *shape))
+    same_shape = [b for b in blocks if seen[b][0].shape == seen[b][1].shape]
+    assert same_shape
+    for block in same_shape:
+        inp, out = seen[block]
+        torch.testing.assert_close(out, torch.relu(inp))
+
+
+@pytest.mark.parametrize("family", ["resnet_cifar", "resnet", "inception_bn"])
+def test_init_scale_multiplies_the_default_init(family):
+    base, _ = tiny(family, init_scale=1.0)
+    scaled, _ = tiny(family, init_scale=10.0)
+    for (name, a), b in zip(base.named_modules(), scaled.modules()):
+        if isinstance(a, (nn.Conv2d, nn.Linear)):
+            torch.testing.assert_close(b.weight, 10 * a.weight, msg=name)
+
+
+@pytest.mark.parametrize(("cfg", "message"), [
+    ({"name": "vgg"}, "unknown model 'vgg': choose model=<one of mlp, resnet_cifar"),
+    ({"name": "resnet_cifar", "depth": 21}, r"model.depth=21: CIFAR ResNets have depth 6n\+2"),
+    ({"name": "resnet", "arch": "resnet101"}, "unknown model.arch 'resnet101': choose one of resnet18, resnet50"),
+    ({"name": "inception_bn", "stem": "mnist"}, "unknown model.stem 'mnist'"),
+    ({"name": "inception_bn", "width_mult": 0}, "model.width_mult=0"),
+    ({"name": "resnet_cifar", "act": "gelu"}, "unknown activation 'gelu'"),
+    ({"name": "resnet", "act": "gelu"}, "unknown activation 'gelu'"),
+    ({"name": "resnet_cifar", "init_scale": 0}, "model.init_scale=0"),
+    ({"name": "resnet_cifar", "dept": 20}, "model=resnet_cifar has no option model.dept"),
+    ({"name": "resnet_cifar", "norm": "gn", "norm_groups": 32}, "model.norm_groups=32 does not divide"),
+    ({"name": "resnet_cifar", "norm": "bnorm"}, "unknown norm 'bnorm'"),
+])
+def test_bad_model_config_is_one_clear_config_error(cfg, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        build_model(cfg, (3, 8, 8), 10)
+    assert "\n" not in str(err.value)
