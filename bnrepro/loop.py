@@ -1,36 +1,77 @@
-"""The one training loop, for every model, norm and scale: step, evaluate, record, stop on divergence.
+"""The one training loop, for every model, norm and scale: step, evaluate, record, checkpoint, resume, stop
+on divergence or on a preemption signal.
 
 Hot path rule: a training step launches work and never waits for it. The loss is accumulated on the device
-and read back only at evaluation steps, which is also where divergence is detected.
+and read back only at evaluation steps, which is also where divergence is detected. A preemption signal
+only sets a flag, read as a Python bool (and, across DDP ranks, agreed on every SIGNAL_POLL steps).
 """
 from __future__ import annotations
 
 import copy
 import math
+import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 import bnrepro
-from bnrepro.data import TensorLoader, load_data
+from bnrepro import distributed as dist
+from bnrepro.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from bnrepro.data import load_data, per_rank
 from bnrepro.models import build_model, count_params
-from bnrepro.norm import validate_batch
-from bnrepro.optim import build_optimizer
+from bnrepro.norm import convert_sync_bn, validate_batch
+from bnrepro.optim import build_optimizer, build_schedule
 from bnrepro.probes import Probe
 from bnrepro.tracking import Tracker
 
+# Set here, not in train.py: a sweep launched as `python -m bnrepro.train` pickles its task by value into
+# joblib's workers, which then import this module but never train.py.
+# The cores this process may use (Slurm's or taskset's grant, not the machine's count), for launcher configs:
+OmegaConf.register_new_resolver("bnrepro_cores", lambda: len(os.sched_getaffinity(0)), replace=True)
+# configs/hydra/launcher/{joblib,submitit_local}.yaml extend the plugins' configs of the same name on purpose
+warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
+
 EVAL_BATCH = 1000
+SIGNAL_POLL = 25  # steps between the ranks' agreement on a caught signal (one small all-reduce)
 
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def torch_threads(setting) -> int:
+    """The torch thread count for this process: `trainer.threads`, or with `auto` the cores this process may
+    use (os.sched_getaffinity: what Slurm or taskset granted) shared among the jobs running beside it: the
+    joblib launcher's n_jobs, submitit_local's cpus_per_task, torchrun's processes on this node, or
+    BNREPRO_PARALLEL_JOBS when set."""
+    if setting != "auto":
+        return max(1, int(setting))
+    cores = len(os.sched_getaffinity(0))
+    jobs = int(os.environ.get("BNREPRO_PARALLEL_JOBS", "0"))
+    if not jobs:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
+        target = launcher.get("_target_", "") if HydraConfig.initialized() and \
+            HydraConfig.get().mode == RunMode.MULTIRUN else ""
+        if target.endswith("JoblibLauncher"):
+            jobs = cores if launcher.n_jobs < 0 else launcher.n_jobs
+        elif target.endswith("LocalLauncher"):
+            return max(1, launcher.get("cpus_per_task") or 1)
+    jobs = max(1, jobs) * int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, cores // jobs)
 
 
 def git_rev() -> str:
@@ -41,120 +82,253 @@ def git_rev() -> str:
         return "unknown"
 
 
+class Speed:
+    """The GPU speed path (bf16 autocast, channels_last) as one object the step and evaluation share."""
+
+    def __init__(self, cfg, device: torch.device, in_shape):
+        t = cfg.trainer
+        precision = t.get("precision", "auto")
+        self.bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+        layout = t.get("channels_last", "auto")
+        self.channels_last = len(in_shape) == 3 and (layout is True or (layout == "auto" and device.type == "cuda"))
+        self.device_type = device.type
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
 @torch.inference_mode()
-def evaluate(model, x, y, batch_size: int = EVAL_BATCH) -> tuple[float, float]:
-    """(accuracy, mean loss) over all of x, in eval mode, with one host sync."""
+def evaluate(model, batches, speed: Speed, device) -> tuple[float, float]:
+    """(accuracy, mean loss) over every rank's share of a split, in eval mode, with one host sync.
+
+    Sums of loss, hits and examples are all-reduced, so the result is exact over the whole split."""
     was_training = model.training
     model.eval()
-    loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device, dtype=torch.long)
-    for i in range(0, len(x), batch_size):
-        logits = model(x[i:i + batch_size]).float()
-        loss += F.cross_entropy(logits, y[i:i + batch_size], reduction="sum")
-        correct += (logits.argmax(1) == y[i:i + batch_size]).sum()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    for x, y in batches:
+        with speed.autocast():
+            logits = model(speed.input(x)).float()
+        sums[0] += F.cross_entropy(logits, y, reduction="sum")
+        sums[1] += (logits.argmax(1) == y).sum()
+        sums[2] += len(y)
     model.train(was_training)
-    return correct.item() / len(x), loss.item() / len(x)
+    loss, hits, n = dist.all_reduce_sum(sums).tolist()
+    return hits / max(n, 1), loss / max(n, 1)
 
 
-def final_evals(model, cfg, data) -> dict[str, float]:
+def final_evals(model, cfg, data, speed, device, rank, world) -> dict[str, float]:
     """Test accuracy under each inference variant of claim C8 (population vs batch statistics)."""
+    test = lambda batch_size=EVAL_BATCH: data.eval_batches("test", batch_size, rank, world)
     out = {}
     for variant in cfg.trainer.final_eval:
         if variant == "ema":
-            out["ema"] = evaluate(model, data.test_x, data.test_y)[0]
+            out["ema"] = evaluate(model, test(), speed, device)[0]
         elif variant in ("precise", "precise_biased"):
             from bnrepro.inference import precise_bn
 
             recalibrated = copy.deepcopy(model)
-            batches = TensorLoader(data.train_x, data.train_y, cfg.trainer.batch_size, seed=cfg.seed + 1)
-            precise_bn(recalibrated, batches, cfg.trainer.precise_bn_examples, unbiased=variant == "precise")
-            out[variant] = evaluate(recalibrated, data.test_x, data.test_y)[0]
+            batches = ((speed.input(x), y) for x, y in
+                       data.train_batches(cfg.trainer.batch_size, cfg.seed + 1, rank, world))
+            with speed.autocast():
+                precise_bn(recalibrated, batches, cfg.trainer.precise_bn_examples // world,
+                           unbiased=variant == "precise")
+            out[variant] = evaluate(recalibrated, test(), speed, device)[0]
         elif variant == "batch":
             from bnrepro.inference import batch_statistics
 
             with batch_statistics(model):  # test batches of the training batch size, as at training time
-                out["batch"] = evaluate(model, data.test_x, data.test_y, cfg.trainer.batch_size)[0]
+                out["batch"] = evaluate(model, test(per_rank(cfg.trainer.batch_size, world)), speed, device)[0]
         else:
             raise bnrepro.ConfigError(f"unknown trainer.final_eval entry '{variant}': use ema, precise, "
                                       "precise_biased or batch")
     return out
 
 
-def progress_bar(cfg, total: int, multirun: bool):
+class StopSignal:
+    """SIGTERM (Slurm preemption), SIGUSR1 and SIGUSR2 (submitit's requeue signal) set a flag; the loop saves a
+    checkpoint at the next step and stops. `forward()` then hands the signal to the handler that was there
+    before (submitit's, which requeues the job)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+    def __init__(self):
+        self.signum, self.previous = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._catch) for s in self.SIGNALS}
+        return self
+
+    def _catch(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def forward(self):
+        handler = self.previous.get(self.signum)
+        if callable(handler):
+            handler(self.signum, None)
+
+
+def progress_bar(cfg, total: int, initial: int, multirun: bool):
     show = cfg.trainer.progress == "bar" or (cfg.trainer.progress == "auto" and sys.stderr.isatty() and not multirun)
-    return tqdm(total=total, desc=cfg.name, unit="step", dynamic_ncols=True) if show else None
+    return tqdm(total=total, initial=initial, desc=cfg.name, unit="step", dynamic_ncols=True) if show else None
 
 
 def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
-    """Train cfg's model on cfg's data; write metrics.jsonl and summary.json into run_dir; return the summary."""
+    """Train cfg's model on cfg's data; write metrics.jsonl, summary.json and checkpoints into run_dir (rank 0);
+    resume from run_dir/checkpoints/last.pt when it exists; return the summary."""
     start = time.perf_counter()
+    t = cfg.trainer
+    device = pick_device(t.device)
+    if dist.is_distributed() and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    threads = torch_threads(t.get("threads", "auto"))
+    torch.set_num_threads(threads)
+    torch.backends.cudnn.benchmark = True
+    rank, world, main = dist.rank(), dist.world_size(), dist.is_main()
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.trainer.device)
     data = load_data(cfg.data, device)
     model = build_model(cfg.model, data.in_shape, data.num_classes).to(device)
-    validate_batch(model, cfg.trainer.batch_size)
-    optimizer = build_optimizer(cfg.optim, model)
-    loader = TensorLoader(data.train_x, data.train_y, cfg.trainer.batch_size, seed=cfg.seed)
-    probe = Probe(model, cfg.trainer.probe_unit)
-    train_subset = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(cfg.seed))
-    train_subset = train_subset[:cfg.trainer.train_eval_examples].to(device)
+    if cfg.model.get("norm_sync", False):
+        model = convert_sync_bn(model)
+    validate_batch(model, per_rank(t.batch_size, world))
+    speed = Speed(cfg, device, data.in_shape)
+    if speed.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg.optim, model, t.batch_size)
+    scheduler = build_schedule(cfg.schedule, optimizer, t.max_steps)
+    loader = data.train_batches(t.batch_size, cfg.seed, rank, world)
+    probe = Probe(model, t.probe_unit)
     params = count_params(model)
-    print(f"{cfg.name}: {cfg.model.name} norm={cfg.model.norm} with {params:,} parameters on {device}, "
-          f"run dir {run_dir}", file=sys.stderr)
+    train_model = model
+    if world > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if t.get("compile", False):
+        train_model = torch.compile(train_model)
+    smoothing = cfg.optim.get("label_smoothing", 0.0)
 
-    tracker = Tracker(cfg, run_dir)
-    bar = progress_bar(cfg, cfg.trainer.max_steps, multirun)
-    targets = {str(t): None for t in cfg.targets}
-    best_acc, row, status, diverged_at = 0.0, {}, "completed", None
-    loss_sum, last_eval_step, last_eval_time = torch.zeros((), device=device), 0, 0.0
-    step = 0
+    # --- resume ---
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    state = {"step": 0, "best_acc": 0.0, "targets": {str(x): None for x in cfg.targets}, "row": {},
+             "last_eval_step": 0, "wall_s": 0.0, "last_eval_wall": 0.0, "loss_sum": 0.0, "wandb_id": None}
+    ckpt = load_checkpoint(ckpt_dir, map_location=device)
+    if ckpt is not None:
+        if ckpt["world_size"] != world:
+            raise bnrepro.ConfigError(f"{ckpt_dir / 'last.pt'} was written by {ckpt['world_size']} processes: "
+                                      f"resume it with torchrun --nproc_per_node={ckpt['world_size']}")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        loader.load_state_dict(ckpt["loader"][rank])
+        set_rng_state(ckpt["rng"])
+        state.update(ckpt["state"])
+    wall_before = state["wall_s"]
+    elapsed = lambda: wall_before + time.perf_counter() - start
+    tracker = Tracker(cfg, run_dir, enabled=main, wandb_id=state["wandb_id"], resume_step=state["step"])
+    state["wandb_id"] = tracker.wandb_id
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if main else (lambda msg: None)
+    say(f"{cfg.name}: {cfg.model.name} norm={cfg.model.norm} with {params:,} parameters on {device}"
+          f"{f' x {world} processes' if world > 1 else ''}, {threads} torch threads, run dir {run_dir}"
+          + (f", resumed at step {state['step']}" if ckpt else ""))
+
+    def checkpoint(is_best: bool = False):
+        # every rank's loader state is gathered: each rank holds its own position in its own shard
+        loaders = [loader.state_dict()] if world == 1 else _gather(loader.state_dict(), world)
+        if main:
+            save_checkpoint(ckpt_dir, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "loader": loaders, "rng": rng_state(),
+                "state": {**state, "loss_sum": loss_sum.item(), "wall_s": elapsed()},
+                "config": OmegaConf.to_container(cfg, resolve=True), "world_size": world}, is_best)
+
+    bar = progress_bar(cfg, t.max_steps, state["step"], multirun)
+    loss_sum = torch.tensor(state["loss_sum"], device=device)
+    status, interrupted = "completed", None
+    ckpt_every = t.get("ckpt_every", 1000)
     try:
-        model.train()
-        for step in range(1, cfg.trainer.max_steps + 1):
-            x, y = next(loader)
-            loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
-            if step % cfg.trainer.eval_every and step != cfg.trainer.max_steps:
-                continue
-            # --- evaluation: the only place the loop talks to the host ---
-            train_loss = loss_sum.item() / (step - last_eval_step)
-            loss_sum.zero_()
-            with probe:
-                test_acc, test_loss = evaluate(model, data.test_x, data.test_y)
-            train_acc, _ = evaluate(model, data.train_x[train_subset], data.train_y[train_subset])
-            elapsed = time.perf_counter() - start
-            row = {"step": step, "examples": step * cfg.trainer.batch_size, "train_loss": train_loss,
-                   "test_loss": test_loss, "test_acc": test_acc, "train_acc": train_acc,
-                   "lr": optimizer.param_groups[0]["lr"], "wall_s": elapsed,
-                   "examples_per_s": (step - last_eval_step) * cfg.trainer.batch_size / (elapsed - last_eval_time),
-                   **probe.percentiles()}
-            tracker.log(row)
-            last_eval_step, last_eval_time = step, elapsed
-            if not math.isfinite(train_loss):
-                status, diverged_at = "diverged", step
-                print(f"{cfg.name}: loss is {train_loss} at step {step}: diverged (a result, not an error)",
-                      file=sys.stderr)
-                break
-            best_acc = max(best_acc, test_acc)
-            for t in targets:
-                if targets[t] is None and test_acc >= float(t):
-                    targets[t] = step
-            if bar is not None:
-                bar.update(step - bar.n)
-                bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{test_acc:.3f}")
-            else:
-                print(f"{cfg.name} step {step}/{cfg.trainer.max_steps} loss {train_loss:.4f} "
-                      f"test_acc {test_acc:.4f}", file=sys.stderr, flush=True)
-        final_eval = final_evals(model, cfg, data) if status == "completed" else {}
+        with StopSignal() as stop:
+            model.train()
+            for step in range(state["step"] + 1, t.max_steps + 1):
+                caught = stop.signum is not None
+                if caught if world == 1 else step % SIGNAL_POLL == 0 and dist.any_rank(caught, device):
+                    interrupted = stop.signum or signal.SIGTERM  # on a rank that only heard of it: SIGTERM
+                    break
+                x, y = next(loader)
+                with speed.autocast():
+                    loss = F.cross_entropy(train_model(speed.input(x)), y, label_smoothing=smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                lr = optimizer.param_groups[0]["lr"]  # the rate this step used
+                scheduler.step()
+                loss_sum += loss.detach().float()
+                state["step"] = step
+                at_eval = step % t.eval_every == 0 or step == t.max_steps
+                if not at_eval:
+                    if step % ckpt_every == 0:
+                        checkpoint()
+                    continue
+                # --- evaluation: the only place the loop talks to the host ---
+                train_loss = dist.all_reduce_sum(loss_sum.double()).item() / (world * (step - state["last_eval_step"]))
+                loss_sum.zero_()
+                with probe:
+                    test_acc, test_loss = evaluate(model, data.eval_batches("test", EVAL_BATCH, rank, world), speed,
+                                                   device)
+                train_acc, _ = evaluate(model, data.eval_batches("train", EVAL_BATCH, rank, world,
+                                                                 limit=t.train_eval_examples, seed=cfg.seed),
+                                        speed, device)
+                now = elapsed()
+                row = {"step": step, "examples": step * t.batch_size, "train_loss": train_loss,
+                       "test_loss": test_loss, "test_acc": test_acc, "train_acc": train_acc, "lr": lr,
+                       "wall_s": now, "examples_per_s": (step - state["last_eval_step"]) * t.batch_size
+                       / max(now - state["last_eval_wall"], 1e-9), **probe.percentiles()}
+                tracker.log(row)
+                state.update(row=row, last_eval_step=step, last_eval_wall=now)
+                if not math.isfinite(train_loss):
+                    status, state["diverged_at"] = "diverged", step
+                    say(f"{cfg.name}: loss is {train_loss} at step {step}: diverged (a result, not an error)")
+                    break
+                is_best = test_acc > state["best_acc"]
+                state["best_acc"] = max(state["best_acc"], test_acc)
+                for target, reached in state["targets"].items():
+                    if reached is None and test_acc >= float(target):
+                        state["targets"][target] = step
+                if is_best or step % ckpt_every == 0 or step == t.max_steps:
+                    checkpoint(is_best)
+                if bar is not None:
+                    bar.update(step - bar.n)
+                    bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{test_acc:.3f}")
+                else:
+                    say(f"{cfg.name} step {step}/{t.max_steps} loss {train_loss:.4f} test_acc {test_acc:.4f}")
+            if interrupted:
+                checkpoint()
+                tracker.close()
+                say(f"{cfg.name}: {signal.Signals(interrupted).name} after step {state['step']}: checkpoint saved "
+                    f"in {ckpt_dir}; rerun the same command to resume")
+                stop.forward()  # submitit's handler requeues the job (and exits)
+                return {"status": "interrupted", "steps": state["step"]}
+        final_eval = final_evals(model, cfg, data, speed, device, rank, world) if status == "completed" else {}
     finally:
         if bar is not None:
             bar.close()
-    summary = {"status": status, "best_acc": best_acc, "final_acc": row.get("test_acc"),
-               "final_train_acc": row.get("train_acc"), "steps_to": targets, "steps": step,
-               "diverged_at": diverged_at, "final_eval": final_eval, "wall_s": time.perf_counter() - start,
+    row = state["row"]
+    summary = {"status": status, "best_acc": state["best_acc"], "final_acc": row.get("test_acc"),
+               "final_train_acc": row.get("train_acc"), "steps_to": state["targets"], "steps": state["step"],
+               "diverged_at": state.get("diverged_at"), "final_eval": final_eval, "wall_s": elapsed(),
                "params": params, "name": cfg.name, "claim": cfg.get("claim"), "scale": cfg.get("scale_name"),
-               "git_rev": git_rev(), "torch_version": torch.__version__}
+               "git_rev": git_rev(), "torch_version": torch.__version__, "world_size": world}
     tracker.finish(summary)
     return summary
+
+
+def _gather(obj, world: int) -> list:
+    out = [None] * world
+    torch.distributed.all_gather_object(out, obj)
+    return out

@@ -9,6 +9,7 @@ import json
 import math
 import netrc
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -38,11 +39,28 @@ def wandb_mode() -> str:
         return "offline"
 
 
+def truncate_rows(path: Path, last_step: int) -> None:
+    """Keep only the rows up to last_step: a resumed run continues from its checkpoint, so the rows an
+    interrupted run wrote after it would otherwise appear twice."""
+    if not path.exists():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in rows if json.loads(line)["step"] <= last_step]
+    if len(kept) != len(rows):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+
+
 class Tracker:
-    def __init__(self, cfg, run_dir: Path, enabled: bool = True, wandb_id: str | None = None):
+    """Rank 0's record of a run. `resume_step` is the step of the checkpoint a run resumes from (0: a fresh
+    start); `wandb_id` the W&B run to continue (W&B's resume="allow")."""
+
+    def __init__(self, cfg, run_dir: Path, enabled: bool = True, wandb_id: str | None = None, resume_step: int = 0):
         self.run_dir, self.enabled, self.wandb = Path(run_dir), enabled, None
         if not enabled:
             return
+        truncate_rows(self.run_dir / "metrics.jsonl", resume_step)
         self.metrics = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
         if cfg.logger.name == "wandb":
             self.wandb = self._start_wandb(cfg, wandb_id)
@@ -52,9 +70,10 @@ class Tracker:
             import wandb
 
             tags = [t for t in (cfg.get("scale_name"), cfg.get("claim")) if t]
+            # our own id, chosen before the first checkpoint stores it, so a resumed run continues this one
             return wandb.init(project=cfg.logger.project, entity=cfg.logger.get("entity"), group=cfg.name,
                               tags=tags, config=OmegaConf.to_container(cfg, resolve=True), dir=str(self.run_dir),
-                              id=wandb_id, resume="allow" if wandb_id else None, mode=wandb_mode(),
+                              id=wandb_id or secrets.token_hex(4), resume="allow", mode=wandb_mode(),
                               name=self.run_dir.name, reinit="finish_previous",
                               settings=wandb.Settings(silent=True, console="off"))
         except Exception as e:  # noqa: BLE001 - W&B is a mirror: no failure of it may stop training
@@ -72,6 +91,14 @@ class Tracker:
         row = {k: _finite_or_none(v) for k, v in row.items()}
         self.metrics.write(json.dumps(row) + "\n")
         self._wandb_call(lambda run: run.log(row, step=row["step"], commit=True))
+
+    def close(self) -> None:
+        """End this process's share of the run without a summary (interrupted: it will resume)."""
+        if not self.enabled:
+            return
+        self.metrics.close()
+        self._wandb_call(lambda run: run.mark_preempting())
+        self._wandb_call(lambda run: run.finish())
 
     def finish(self, summary: dict) -> None:
         if not self.enabled:

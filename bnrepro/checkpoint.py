@@ -1,0 +1,59 @@
+"""Checkpoints that are never torn, and the random state that makes a resumed run continue exactly.
+
+Like timm's saver: write to a temporary file in the same folder, then `os.replace` it over the old one
+(atomic on POSIX), keeping `last.pt` (resume) and `best.pt` (best test accuracy so far).
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+LAST, BEST = "last.pt", "best.pt"
+
+
+def rng_state() -> dict:
+    """Every global random generator a step can draw from (dropout, noisy BN, Python and numpy users)."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(folder: Path, state: dict, is_best: bool = False) -> None:
+    """Write state to folder/last.pt and, when is_best, also to folder/best.pt (copied, then renamed)."""
+    folder = Path(folder)
+    atomic_save(state, folder / LAST)
+    if is_best:
+        tmp = folder / f".{BEST}.tmp{os.getpid()}"
+        shutil.copyfile(folder / LAST, tmp)
+        os.replace(tmp, folder / BEST)
+
+
+def load_checkpoint(folder: Path, name: str = LAST, map_location="cpu") -> dict | None:
+    """The saved state, or None when there is none. Our own files hold RNG states (numpy arrays, tuples),
+    so they are loaded with weights_only=False."""
+    path = Path(folder) / name
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location=map_location, weights_only=False)

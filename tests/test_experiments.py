@@ -1,0 +1,82 @@
+"""Every experiment composes at every scale, its sweep parses, and each swept job builds a valid model config."""
+from __future__ import annotations
+
+import inspect
+import itertools
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import get_class
+
+import bnrepro.train  # noqa: F401  (registers the config resolvers)
+from bnrepro.models import META_KEYS, MODELS, NORM_KEYS
+from bnrepro.norm import NORMS
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+SCALES = ("cpu", "cifar", "imagenet")
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=True)
+
+
+def sweep_axes(cfg) -> dict[str, list[str]]:
+    """The sweep's axes, {key: [values]}, parsed by Hydra's own override parser."""
+    params = cfg.hydra.sweeper.params or {}
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    return {o.get_key_element(): list(o.sweep_string_iterator()) if o.is_sweep_override()
+            else [o.get_value_element_as_str()] for o in parsed}
+
+
+def check_model(cfg) -> None:
+    model = dict(cfg.model)
+    assert model["name"] in MODELS
+    assert model.get("norm") in NORMS
+    accepted = set(inspect.signature(get_class(MODELS[model["name"]])).parameters)
+    unknown = set(model) - set(NORM_KEYS) - set(META_KEYS) - accepted
+    assert not unknown, f"{model['name']} does not take {unknown}"
+
+
+def test_all_claims_have_an_experiment():
+    assert {"fig1", "c1_speed", "c2_lr", "c3_sigmoid", "c4_drift", "c5_dropout", "c6_init", "c7_small_batch",
+            "c8_popstats", "c9_noisy", "c10_small_lr"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_at_every_scale(experiment, scale):
+    cfg = compose_cfg([f"experiment={experiment}", f"scale={scale}"])
+    assert cfg.name == experiment and cfg.scale_name == scale
+    axes = sweep_axes(cfg)
+    check_model(cfg)
+    if experiment != "fig1":
+        assert cfg.claim.startswith("C")
+        assert axes["seed"] == ["0", "1", "2"] and len(list(itertools.product(*axes.values()))) >= 6
+    # each value of an axis that changes the model composes into a model config its class accepts
+    for key, values in axes.items():
+        if key.startswith(("model.", "ladder")):
+            for value in values:
+                check_model(compose_cfg([f"experiment={experiment}", f"scale={scale}", f"{key}={value}"]))
+
+
+def test_scale_picks_the_family_and_cli_still_wins():
+    assert compose_cfg(["experiment=c2_lr", "scale=cpu"]).model.name == "mlp"
+    assert compose_cfg(["experiment=c2_lr", "scale=cifar"]).model.name == "resnet_cifar"
+    assert compose_cfg(["experiment=c7_small_batch", "scale=imagenet"]).model.arch == "resnet50"
+    assert compose_cfg(["experiment=c2_lr", "scale=cifar", "model=mlp"]).model.name == "mlp"
+    cfg = compose_cfg(["experiment=c3_sigmoid", "trainer.max_steps=7"])
+    assert cfg.trainer.max_steps == 7 and len(cfg.model.hidden) == 6
+
+
+def test_ladder_applies_the_421_changes():
+    base = compose_cfg(["experiment=c1_speed", "ladder=inception"])
+    x30 = compose_cfg(["experiment=c1_speed", "ladder=bn_x30"])
+    assert (base.model.norm, base.model.lrn, base.model.dropout, base.optim.lr_mult) == ("none", True, 0.4, 1)
+    assert (x30.model.norm, x30.model.lrn, x30.model.dropout, x30.optim.lr_mult) == ("bn", False, 0.0, 30)
+    assert x30.optim.weight_decay == pytest.approx(base.optim.weight_decay / 5)
+    assert x30.schedule.decay_speedup == 6 * base.schedule.decay_speedup
+    assert compose_cfg(["experiment=c1_speed", "ladder=bn_x5_sigmoid"]).model.act == "sigmoid"
