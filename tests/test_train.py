@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -130,7 +131,12 @@ def test_wandb_offline_run_records_metrics(tmp_path, monkeypatch):
     # wandb 0.31 has no reader for offline files: check the in-process run and the bytes of its record
     assert math.isclose(logged["test_acc"], summary["final_acc"]) and logged["status"] == "completed"
     assert runs[0].group == "default" and "cpu" in runs[0].tags
-    record = (offline / f"run-{runs[0].id}.wandb").read_bytes()
+    # wandb-core writes the record in its own process: shut it down so the file is flushed, and allow it a moment
+    # (CI once read only the 7-byte header right after finish())
+    wandb.teardown()
+    record_file, deadline = offline / f"run-{runs[0].id}.wandb", time.monotonic() + 30
+    while b"probe_p50" not in (record := record_file.read_bytes()) and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert b"test_acc" in record and b"probe_p50" in record
 
 
