@@ -7,6 +7,7 @@ only sets a flag, read as a Python bool (and, across DDP ranks, agreed on every 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -205,6 +206,9 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
     scheduler = build_schedule(cfg.schedule, optimizer, t.max_steps)
     loader = data.train_batches(t.batch_size, cfg.seed, rank, world)
     probe = Probe(model, t.probe_unit)
+    # the same unit seen in training mode, on the training batch of each eval step: where noisy BN's noise and
+    # batch statistics act (C9). Not under torch.compile, where attaching a hook would force a recompile.
+    train_probe = None if t.get("compile", False) else Probe(model, t.probe_unit, prefix="probe_train_p")
     params = count_params(model)
     train_model = model
     if world > 1:
@@ -261,7 +265,8 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
                     interrupted = stop.signum or signal.SIGTERM  # on a rank that only heard of it: SIGTERM
                     break
                 x, y = next(loader)
-                with speed.autocast():
+                at_eval = step % t.eval_every == 0 or step == t.max_steps
+                with speed.autocast(), (train_probe if at_eval and train_probe else contextlib.nullcontext()):
                     loss = F.cross_entropy(train_model(speed.input(x)), y, label_smoothing=smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -270,7 +275,6 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
                 scheduler.step()
                 loss_sum += loss.detach().float()
                 state["step"] = step
-                at_eval = step % t.eval_every == 0 or step == t.max_steps
                 if not at_eval:
                     if step % ckpt_every == 0:
                         checkpoint()
@@ -288,7 +292,8 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
                 row = {"step": step, "examples": step * t.batch_size, "train_loss": train_loss,
                        "test_loss": test_loss, "test_acc": test_acc, "train_acc": train_acc, "lr": lr,
                        "wall_s": now, "examples_per_s": (step - state["last_eval_step"]) * t.batch_size
-                       / max(now - state["last_eval_wall"], 1e-9), **probe.percentiles()}
+                       / max(now - state["last_eval_wall"], 1e-9), **probe.percentiles(),
+                       **(train_probe.percentiles() if train_probe else {})}
                 tracker.log(row)
                 state.update(row=row, last_eval_step=step, last_eval_wall=now)
                 if not math.isfinite(train_loss):

@@ -20,11 +20,12 @@ def last_activation(model: nn.Module) -> nn.Module:
 class Probe:
     """Collects the input of `unit` (a feature or a channel) of the last activation while active.
 
-    The hook is attached only inside `with probe:` (evaluation), so training steps pay nothing.
+    The hook is attached only inside `with probe:` (an evaluation, or the training step just before one), so
+    the other training steps pay nothing; the values stay on the device until `percentiles()`.
     """
 
-    def __init__(self, model: nn.Module, unit: int = 0):
-        self.site, self.unit, self.values, self.handle = last_activation(model), unit, [], None
+    def __init__(self, model: nn.Module, unit: int = 0, prefix: str = "probe_p"):
+        self.site, self.unit, self.prefix, self.values, self.handle = last_activation(model), unit, prefix, [], None
 
     def _hook(self, module, inputs, output):
         self.values.append(inputs[0].detach()[:, self.unit].reshape(-1).float())
@@ -41,4 +42,4 @@ class Probe:
         v = torch.cat(self.values)
         v = v[:: max(1, len(v) // MAX_VALUES)]
         q = torch.quantile(v, torch.tensor(QUANTILES, device=v.device)).tolist()
-        return {f"probe_p{round(p * 100)}": x for p, x in zip(QUANTILES, q)}
+        return {f"{self.prefix}{round(p * 100)}": x for p, x in zip(QUANTILES, q)}

@@ -58,7 +58,7 @@ def test_experiment_composes_at_every_scale(experiment, scale):
         assert axes["seed"] == ["0", "1", "2"] and len(list(itertools.product(*axes.values()))) >= 6
     # each value of an axis that changes the model composes into a model config its class accepts
     for key, values in axes.items():
-        if key.startswith(("model.", "ladder")):
+        if key.startswith(("model.", "ladder", "norm_batch")):
             for value in values:
                 check_model(compose_cfg([f"experiment={experiment}", f"scale={scale}", f"{key}={value}"]))
 
@@ -80,3 +80,21 @@ def test_ladder_applies_the_421_changes():
     assert x30.optim.weight_decay == pytest.approx(base.optim.weight_decay / 5)
     assert x30.schedule.decay_speedup == 6 * base.schedule.decay_speedup
     assert compose_cfg(["experiment=c1_speed", "ladder=bn_x5_sigmoid"]).model.act == "sigmoid"
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_c7_arms_split_the_batch_and_run_per_example_norms_once(scale):
+    arms = sweep_axes(compose_cfg(["experiment=c7_small_batch", f"scale={scale}"]))["norm_batch"]
+    models = {arm: compose_cfg(["experiment=c7_small_batch", f"scale={scale}", f"norm_batch={arm}"]) for arm in arms}
+    batch = {cfg.trainer.batch_size for cfg in models.values()}.pop()
+    sizes = {norm: sorted(cfg.model.ghost_batch for cfg in models.values() if cfg.model.norm == norm)
+             for norm in ("ghost_bn", "brn", "gn", "ln")}
+    assert sizes == {"ghost_bn": [2, 4, 8, 16, 32], "brn": [2, 4, 8, 16, 32], "gn": [0], "ln": [0]}
+    assert all(batch % g == 0 for g in sizes["ghost_bn"])
+
+
+@pytest.mark.parametrize("scale, data", [("cpu", "digits"), ("cifar", "mnist"), ("imagenet", "mnist")])
+def test_fig1_is_the_mnist_experiment_at_every_scale(scale, data):
+    cfg = compose_cfg(["experiment=fig1", f"scale={scale}"])
+    assert (cfg.data.name, cfg.model.name, cfg.schedule.name) == (data, "mlp", "constant")
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.trainer.batch_size) == (0.1, 0.0, 60)

@@ -150,3 +150,16 @@ def test_wandb_failure_never_kills_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(wandb, "init", broken_init)
     summary = train(compose_cfg(*TINY[:2], "logger=wandb"), run_dir=tmp_path)
     assert summary["status"] == "completed" and (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.parametrize("norm, shift", [("bn", 0.0), ("noisy_bn", 3.0)])
+def test_training_mode_probe_sees_the_noise(tmp_path, norm, shift):
+    # noisy BN adds a per-channel shift U(-shift, shift) in training only: the training-mode probe (C9) must see
+    # it and the evaluation-mode probe must not
+    cfg = compose_cfg(*TINY, f"model.norm={norm}", f"model.noise_mean={shift}", "model.noise_std=0", "logger=none")
+    train(cfg, run_dir=tmp_path)
+    rows = read_rows(tmp_path)
+    for r in rows:
+        assert r["probe_train_p15"] <= r["probe_train_p50"] <= r["probe_train_p85"]
+    gap = sum(abs(r["probe_train_p50"] - r["probe_p50"]) for r in rows) / len(rows)
+    assert (gap > 0.5) == (shift > 0)

@@ -269,8 +269,17 @@ def judge_c5(runs: list[Run], result: Result) -> None:
                    f"no BN {none_best.fmt()}; train-test gap at dropout 0: BN {gap_bn.fmt()} vs no BN {gap_none.fmt()}")
 
 
+INIT_KEYS = ("model.init_std", "model.init_scale")  # the MLP's init std; the conv nets' multiplier of Kaiming init
+
+
+def init_key(runs: list[Run]) -> str:
+    """The init key the C6 sweep varied (the MLP and the conv families name it differently)."""
+    varied = [k for k in INIT_KEYS if len({repr(run.get(k)) for run in runs}) > 1]
+    return varied[0] if varied else INIT_KEYS[0]
+
+
 def judge_c6(runs: list[Run], result: Result) -> None:
-    acc = group(runs, ("model.norm", "model.init_std"), final_acc)
+    acc = group(runs, ("model.norm", init_key(runs)), final_acc)
     spread = {}
     for norm in ("bn", "none"):
         means = [s.mean for (n, _), s in acc.items() if n == norm]
@@ -284,7 +293,7 @@ def judge_c6(runs: list[Run], result: Result) -> None:
     result.checks = [(f"BN's spread is at most {STABLER:g}x no-BN's", spread["bn"] <= STABLER * spread["none"]),
                      (f"no-BN's spread exceeds {100 * BETTER:g} points", spread["none"] > BETTER),
                      ("BN's spread is smaller", spread["bn"] < spread["none"])]
-    result.numbers = {"final_acc": table_json(acc), "spread": spread}
+    result.numbers = {"final_acc": table_json(acc), "spread": spread, "init_key": init_key(runs)}
     result.ours = (f"spread of final accuracy over init scales: BN {100 * spread['bn']:.1f} points, "
                    f"no BN {100 * spread['none']:.1f} points")
 

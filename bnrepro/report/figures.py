@@ -10,9 +10,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bnrepro.report.claims import (  # noqa: E402
-    LADDER, PAPER_LADDER_STEPS, Result, best_acc, drift, final_acc, norm_batch, train_test_gap, varying_keys)
+    LADDER, PAPER_LADDER_STEPS, Result, best_acc, drift, final_acc, init_key, norm_batch, train_test_gap, varying_keys)
 from bnrepro.report.runs import Run, Stat, group, mean_curve  # noqa: E402
 
+PER_EXAMPLE_NORMS = ("gn", "ln", "in")
 NORM_LABEL = {"bn": "BN", "none": "no BN", "noisy_bn": "noisy BN", "ghost_bn": "BN (ghost)", "gn": "GN", "ln": "LN",
               "brn": "Batch Renorm", "in": "IN"}
 PAPER_GN = {"BN": {32: 23.6, 16: 23.7, 8: 24.8, 4: 27.3, 2: 34.7}, "GN": {32: 24.1, 16: 24.2, 8: 24.0, 4: 24.2, 2: 24.1}}
@@ -204,7 +205,8 @@ def c5(result: Result, out: Path) -> Path:
 
 def c6(result: Result, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    _errorbar_lines(ax, group(result.runs, ("model.norm", "model.init_std"), final_acc), "model.init_std",
+    key = init_key(result.runs)
+    _errorbar_lines(ax, group(result.runs, ("model.norm", key), final_acc), key,
                     "final test accuracy (%)", 100)
     ax.set_xscale("log")
     spread = result.numbers.get("spread", {})
@@ -220,7 +222,15 @@ def c7(result: Result, out: Path) -> Path:
         if final_acc(run) is not None:
             error.setdefault((run.get("model.norm"), norm_batch(run)), []).append(1 - final_acc(run))
     error = {key: Stat(tuple(values)) for key, values in error.items()}
-    _errorbar_lines(axes[0], error, "examples per normalization batch (total batch fixed)", "final test error (%)", 100)
+    # GN and LN never use batch statistics, so the sweep runs them once: a flat band (mean ± std) across the sizes
+    flat = {n: s for (n, _), s in error.items() if n in PER_EXAMPLE_NORMS}
+    _errorbar_lines(axes[0], {k: s for k, s in error.items() if k[0] not in flat},
+                    "examples per normalization batch (total batch fixed)", "final test error (%)", 100)
+    for i, (norm, stat) in enumerate(sorted(flat.items())):
+        color = f"C{5 + i}"
+        axes[0].axhline(100 * stat.mean, color=color, linestyle="--", label=f"{label(norm)} (no batch statistics)")
+        axes[0].axhspan(100 * (stat.mean - stat.std), 100 * (stat.mean + stat.std), color=color, alpha=0.15)
+    axes[0].legend(fontsize=8)
     axes[0].set_xscale("log", base=2)
     axes[0].set_title("ours", fontsize=10)
     for name, table in PAPER_GN.items():
