@@ -48,7 +48,10 @@ def build_optimizer(cfg, model: nn.Module, batch_size: int | None = None) -> tor
     if nesterov and not cfg.momentum > 0:
         raise ConfigError("optim.nesterov=true needs optim.momentum > 0: set one or the other")
     groups = param_groups(model, cfg.weight_decay, cfg.get("wd_exempt_norm_bias", False))
-    return torch.optim.SGD(groups, lr=effective_lr(cfg, batch_size), momentum=cfg.momentum, nesterov=nesterov)
+    # foreach: one multi-tensor update per step instead of a Python loop over the parameters (torch picks the
+    # loop on CPU by default; 5-15% of a small net's step on digits)
+    return torch.optim.SGD(groups, lr=effective_lr(cfg, batch_size), momentum=cfg.momentum, nesterov=nesterov,
+                           foreach=True)
 
 
 def _main_schedule(cfg, optimizer, steps: int) -> lr_scheduler.LRScheduler:
