@@ -34,7 +34,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CASES = {
     "mlp": (["model=mlp", "trainer.batch_size=60"], 1000),
     "resnet20": (["model=resnet_cifar", "model.depth=20", "data=cifar10", "data.augment=false",
-                  "trainer.batch_size=32", "trainer.train_eval_examples=32"], 30),
+                  "trainer.batch_size=32", "trainer.train_eval_examples=32"], 60),
 }
 
 
@@ -68,7 +68,8 @@ def bare_step_s(cfg, steps) -> float:
     speed = Speed(cfg, device, data.in_shape)  # the same precision and layout choices as the trainer
     if speed.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+    # the same update as the trainer's (bnrepro.optim: multi-tensor SGD), written out in plain torch
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum, foreach=True)
     g = torch.Generator().manual_seed(0)
     idx = torch.randint(0, len(data.train_x), (2 * steps, cfg.trainer.batch_size), generator=g).to(device)
 
@@ -91,7 +92,7 @@ def bare_step_s(cfg, steps) -> float:
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     os.environ.setdefault("WANDB_MODE", "disabled")

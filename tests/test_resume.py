@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -158,7 +159,8 @@ def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
     assert train(cfg, run_dir=tmp_path)["status"] == "completed"
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 2
-    ids = {r.name.rsplit("-", 1)[1] for r in runs}
+    # offline-run-<date>_<time>-<id>, with a "-1" suffix when both parts start within the same second
+    ids = {re.fullmatch(r"offline-run-\d{8}_\d{6}-([0-9a-z]+)(-\d+)?", r.name).group(1) for r in runs}
     assert len(ids) == 1 and ids == {load_checkpoint(tmp_path / "checkpoints")["state"]["wandb_id"]}
 
 

@@ -14,6 +14,9 @@ from bnrepro.report.claims import (  # noqa: E402
 from bnrepro.report.runs import Run, Stat, group, mean_curve  # noqa: E402
 
 PER_EXAMPLE_NORMS = ("gn", "ln", "in")
+# one color per normalization in every figure, so "ours" and "paper" panels read alike
+NORM_COLOR = {"bn": "C0", "ghost_bn": "C0", "gn": "C1", "ln": "C2", "brn": "C3", "none": "C7", "noisy_bn": "C4",
+              "in": "C5"}
 NORM_LABEL = {"bn": "BN", "none": "no BN", "noisy_bn": "noisy BN", "ghost_bn": "BN (ghost)", "gn": "GN", "ln": "LN",
               "brn": "Batch Renorm", "in": "IN"}
 PAPER_GN = {"BN": {32: 23.6, 16: 23.7, 8: 24.8, 4: 27.3, 2: 34.7}, "GN": {32: 24.1, 16: 24.2, 8: 24.0, 4: 24.2, 2: 24.1}}
@@ -69,7 +72,7 @@ def _errorbar_lines(ax, stats: dict[tuple, Stat], xlabel: str, ylabel: str, scal
         xs = sorted(x for s, x in stats if s == series)
         ys = [stats[(series, x)] for x in xs]
         ax.errorbar(xs, [scale * y.mean for y in ys], yerr=[scale * y.std for y in ys], marker="o", capsize=3,
-                    label=label(series))
+                    label=label(series), color=NORM_COLOR.get(series))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -226,20 +229,21 @@ def c7(result: Result, out: Path) -> Path:
     flat = {n: s for (n, _), s in error.items() if n in PER_EXAMPLE_NORMS}
     _errorbar_lines(axes[0], {k: s for k, s in error.items() if k[0] not in flat},
                     "examples per normalization batch (total batch fixed)", "final test error (%)", 100)
-    for i, (norm, stat) in enumerate(sorted(flat.items())):
-        color = f"C{5 + i}"
-        axes[0].axhline(100 * stat.mean, color=color, linestyle="--", label=f"{label(norm)} (no batch statistics)")
-        axes[0].axhspan(100 * (stat.mean - stat.std), 100 * (stat.mean + stat.std), color=color, alpha=0.15)
+    for (norm, stat), style in zip(sorted(flat.items()), ("--", ":", "-.")):
+        color = NORM_COLOR.get(norm)
+        axes[0].axhline(100 * stat.mean, color=color, linestyle=style, linewidth=2,
+                        label=f"{label(norm)} (no batch statistics)")
+        axes[0].axhspan(100 * (stat.mean - stat.std), 100 * (stat.mean + stat.std), color=color, alpha=0.12)
     axes[0].legend(fontsize=8)
     axes[0].set_xscale("log", base=2)
     axes[0].set_title("ours", fontsize=10)
     for name, table in PAPER_GN.items():
         xs = sorted(table)
-        axes[1].plot(xs, [table[x] for x in xs], marker="o", label=name)
+        axes[1].plot(xs, [table[x] for x in xs], marker="o", label=name, color=NORM_COLOR[name.lower()])
         for x in xs:
             axes[1].annotate(f"{table[x]}", (x, table[x]), textcoords="offset points", xytext=(0, 5), fontsize=7)
-    axes[1].scatter([32], [25.3], marker="s", label="LN (at 32)")
-    axes[1].scatter([4], [26.3], marker="^", label="Batch Renorm (at 4)")
+    axes[1].scatter([32], [25.3], marker="s", label="LN (at 32)", color=NORM_COLOR["ln"])
+    axes[1].scatter([4], [26.3], marker="^", label="Batch Renorm (at 4)", color=NORM_COLOR["brn"])
     axes[1].set_xscale("log", base=2)
     axes[1].set_xlabel("images per GPU")
     axes[1].set_ylabel("top-1 error (%)")
