@@ -52,7 +52,7 @@ def test_two_process_ddp_equals_one_process_without_bn(tmp_path):
                                                                  "summary.json", "train.log"]
 
 
-@pytest.mark.slow  # a second torchrun (~25 s on 2 cores)
+# a second torchrun (~25 s on 2 cores): the issue asks for it in the default run
 def test_sync_bn_over_two_processes_equals_global_batch_bn(tmp_path):
     torchrun(tmp_path / "ddp", *RUN, "model.norm=bn", "++model.norm_sync=true")  # ++: mlp.yaml may not list the key
     train(compose_cfg(*RUN, "model.norm=bn"), run_dir=tmp_path / "single")

@@ -44,7 +44,7 @@ def test_joblib_multirun_writes_two_run_dirs(tmp_path):
     assert "ConfigStore schema" not in res.stderr
 
 
-@pytest.mark.slow  # ~40 s on 2 cores: submitit's job processes start slowly
+# ~40 s on 2 cores (submitit's job processes start slowly), in the default run: it is the Slurm path
 def test_submitit_local_multirun_writes_two_run_dirs(tmp_path):
     multirun(tmp_path, "hydra/launcher=submitit_local")
     assert_complete_runs(tmp_path)

@@ -90,7 +90,7 @@ def test_crash_after_checkpoint_truncates_rows_and_resumes_exactly(tmp_path, mon
     assert comparable(summary) == comparable(ref_summary)
 
 
-@pytest.mark.slow  # three processes, ~40 s on 2 cores; the in-process tests above cover the same in the fast suite
+# three processes, ~40 s on 2 cores: the real preemption path, so it runs by default
 def test_sigterm_subprocess_then_rerun_equals_uninterrupted(tmp_path):
     """The real thing: a CLI run is sent SIGTERM mid-run by another process, exits 0 with a checkpoint, and
     the same command finishes it with the metrics of an uninterrupted run."""
