@@ -98,3 +98,9 @@ def test_fig1_is_the_mnist_experiment_at_every_scale(scale, data):
     cfg = compose_cfg(["experiment=fig1", f"scale={scale}"])
     assert (cfg.data.name, cfg.model.name, cfg.schedule.name) == (data, "mlp", "constant")
     assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.trainer.batch_size) == (0.1, 0.0, 60)
+
+
+def test_cifar_recipe_warms_up_and_fig1_does_not():
+    assert compose_cfg(["experiment=c5_dropout", "scale=cifar"]).schedule.warmup_frac == 0.01
+    assert compose_cfg(["experiment=fig1", "scale=cifar"]).schedule.warmup_frac == 0.0
+    assert compose_cfg(["experiment=c5_dropout", "scale=cpu"]).schedule.warmup_frac == 0.0
