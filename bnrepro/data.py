@@ -16,6 +16,7 @@ the same global batch, so N processes see exactly the batches one process would.
 """
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,6 +282,17 @@ class FolderLoader:
         self.epoch, self.position, self.batches = state["epoch"], state["position"], None
 
 
+def loader_workers(workers) -> int:
+    """DataLoader workers per process. auto: the cores this job was granted (os.sched_getaffinity: what Slurm
+    or taskset gave it) shared among the processes torchrun started on this node, at most 8."""
+    if workers == "auto":
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        return max(1, min(8, len(os.sched_getaffinity(0)) // local_processes))
+    if not isinstance(workers, int) or workers < 0:
+        raise ConfigError(f"data.workers={workers!r}: set a number of DataLoader workers >= 0, or auto")
+    return workers
+
+
 class FolderData:
     """ImageNet in torchvision's ImageFolder layout, streamed: RandomResizedCrop + flip for training,
     resize + center crop for evaluation, decoded by DataLoader workers into pinned memory."""
@@ -290,7 +302,7 @@ class FolderData:
     def __init__(self, root: Path, cfg, device: torch.device):
         from torchvision import datasets, transforms as T
 
-        self.root, self.device, self.workers = root, device, int(cfg.get("workers", 8))
+        self.root, self.device, self.workers = root, device, loader_workers(cfg.get("workers", "auto"))
         normalize = [T.ToTensor(), T.Normalize(self.MEAN, self.STD)]
         crop = int(cfg.get("crop_size", 224))
         train_tf = ([T.RandomResizedCrop(crop), T.RandomHorizontalFlip()] if cfg.get("augment", True)

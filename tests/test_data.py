@@ -2,6 +2,7 @@
 sharding; the device-side CIFAR augmentation."""
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
@@ -231,3 +232,17 @@ def test_eval_batches_partition_the_split():
     subset = torch.cat([b for _, b in data.eval_batches("train", 100, limit=5, seed=1)])
     assert len(subset) == 5 and len(set(subset.tolist())) == 5
     assert torch.equal(subset, torch.cat([b for _, b in data.eval_batches("train", 2, limit=5, seed=1)]))
+
+
+def test_loader_workers_auto_shares_the_granted_cores(monkeypatch):
+    from bnrepro.data import loader_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert loader_workers("auto") == 8  # capped
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert loader_workers("auto") == 4  # 16 cores among 4 torchrun processes
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert loader_workers("auto") == 1
+    assert loader_workers(0) == 0
+    with pytest.raises(ConfigError, match="data.workers"):
+        loader_workers(-1)
