@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
-from tqdm import tqdm
 
 import bnrepro
 from bnrepro import distributed as dist
@@ -32,6 +31,7 @@ from bnrepro.models import build_model, count_params
 from bnrepro.norm import convert_sync_bn, validate_batch
 from bnrepro.optim import build_optimizer, build_schedule
 from bnrepro.probes import Probe
+from bnrepro.progress import Progress, run_label
 from bnrepro.tracking import Tracker
 
 # Set here, not in train.py: a sweep launched as `python -m bnrepro.train` pickles its task by value into
@@ -178,11 +178,6 @@ class StopSignal:
             handler(self.signum, None)
 
 
-def progress_bar(cfg, total: int, initial: int, multirun: bool):
-    show = cfg.trainer.progress == "bar" or (cfg.trainer.progress == "auto" and sys.stderr.isatty() and not multirun)
-    return tqdm(total=total, initial=initial, desc=cfg.name, unit="step", dynamic_ncols=True) if show else None
-
-
 def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
     """Train cfg's model on cfg's data; write metrics.jsonl, summary.json and checkpoints into run_dir (rank 0);
     resume from run_dir/checkpoints/last.pt when it exists; return the summary."""
@@ -240,7 +235,8 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
     tracker = Tracker(cfg, run_dir, enabled=main, wandb_id=state["wandb_id"], resume_step=state["step"])
     state["wandb_id"] = tracker.wandb_id
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if main else (lambda msg: None)
-    say(f"{cfg.name}: {cfg.model.name} norm={cfg.model.norm} with {params:,} parameters on {device}"
+    label = run_label(cfg, run_dir, multirun)
+    say(f"{label}: {cfg.model.name} norm={cfg.model.norm} with {params:,} parameters on {device}"
           f"{f' x {world} processes' if world > 1 else ''}, {threads} torch threads, run dir {run_dir}"
           + (f", resumed at step {state['step']}" if ckpt else ""))
 
@@ -254,7 +250,7 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
                 "state": {**state, "loss_sum": loss_sum.item(), "wall_s": elapsed()},
                 "config": OmegaConf.to_container(cfg, resolve=True), "world_size": world}, is_best)
 
-    bar = progress_bar(cfg, t.max_steps, state["step"], multirun)
+    progress = Progress.for_run(cfg, label, state["step"], multirun, enabled=main)
     loss_sum = torch.tensor(state["loss_sum"], device=device)
     status, interrupted = "completed", None
     # plain ints: an OmegaConf attribute read costs tens of microseconds, a visible share of a small net's step
@@ -278,6 +274,7 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
                 scheduler.step()
                 loss_sum += loss.detach().float()
                 state["step"] = step
+                progress.advance()  # counts; the bar redraws at most twice a second
                 if not at_eval:
                     if step % ckpt_every == 0:
                         checkpoint()
@@ -301,7 +298,7 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
                 state.update(row=row, last_eval_step=step, last_eval_wall=now)
                 if not math.isfinite(train_loss):
                     status, state["diverged_at"] = "diverged", step
-                    say(f"{cfg.name}: loss is {train_loss} at step {step}: diverged (a result, not an error)")
+                    say(f"{label}: loss is {train_loss} at step {step}: diverged (a result, not an error)")
                     break
                 is_best = test_acc > state["best_acc"]
                 state["best_acc"] = max(state["best_acc"], test_acc)
@@ -310,22 +307,18 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
                         state["targets"][target] = step
                 if is_best or step % ckpt_every == 0 or step == max_steps:
                     checkpoint(is_best)
-                if bar is not None:
-                    bar.update(step - bar.n)
-                    bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{test_acc:.3f}")
-                else:
-                    say(f"{cfg.name} step {step}/{max_steps} loss {train_loss:.4f} test_acc {test_acc:.4f}")
+                progress.evaluated(step, train_loss, test_acc)
             if interrupted:
                 checkpoint()
                 tracker.close()
-                say(f"{cfg.name}: {signal.Signals(interrupted).name} after step {state['step']}: checkpoint saved "
+                say(f"{label}: {signal.Signals(interrupted).name} after step {state['step']}: checkpoint saved "
                     f"in {ckpt_dir}; rerun the same command to resume")
+                progress.finish({"status": "interrupted", "wall_s": elapsed()}, run_dir)
                 stop.forward()  # submitit's handler requeues the job (and exits)
                 return {"status": "interrupted", "steps": state["step"]}
         final_eval = final_evals(model, cfg, data, speed, device, rank, world) if status == "completed" else {}
     finally:
-        if bar is not None:
-            bar.close()
+        progress.close()
     row = state["row"]
     summary = {"status": status, "best_acc": state["best_acc"], "final_acc": row.get("test_acc"),
                "final_train_acc": row.get("train_acc"), "steps_to": state["targets"], "steps": state["step"],
@@ -333,6 +326,7 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
                "params": params, "name": cfg.name, "claim": cfg.get("claim"), "scale": cfg.get("scale_name"),
                "git_rev": git_rev(), "torch_version": torch.__version__, "world_size": world}
     tracker.finish(summary)
+    progress.finish(summary, run_dir)
     return summary
 
 

@@ -15,14 +15,31 @@ EXPERIMENTS=${EXPERIMENTS:-"fig1 c1_speed c2_lr c3_sigmoid c4_drift c5_dropout c
 export WANDB_MODE=${WANDB_MODE:-offline} HYDRA_FULL_ERROR=${HYDRA_FULL_ERROR:-0}
 PYTHON=${PYTHON:-python}
 
+# --- progress: experiment k of N, runs done and skipped, ETA from the experiments finished so far ---
+finished_runs() {  # summary.json files under $1 whose status is finished (the trainer skips those runs)
+  { grep -rlsE --include=summary.json '"status": "(completed|diverged)"' "$1" || true; } | wc -l
+}
+minutes() { printf '%d min %02d s' $(( $1 / 60 )) $(( $1 % 60 )); }
+progress_line() {  # k N experiment finished_before finished_after seconds_this seconds_so_far
+  local left=$(( $2 - $1 ))
+  printf '[%d/%d] %s: %d runs done, %d skipped (already finished), in %s' "$1" "$2" "$3" $(( $5 - $4 )) "$4" \
+    "$(minutes "$6")"
+  (( left > 0 )) && printf '; ETA %s for the other %d experiment(s) (mean %s each so far)' \
+    "$(minutes $(( $7 * left / $1 )))" "$left" "$(minutes $(( $7 / $1 )))"
+  echo
+}
+
 start=$(date +%s)
+total=$(wc -w <<< "$EXPERIMENTS")
+k=0
 for experiment in $EXPERIMENTS; do
-  t0=$(date +%s)
-  echo "== $experiment (scale=$SCALE, launcher=$LAUNCHER) -> $RUNS/$experiment"
+  t0=$(date +%s) k=$(( k + 1 )) before=$(finished_runs "$RUNS/$experiment")
+  echo "[$k/$total] experiment $experiment (scale=$SCALE, launcher=$LAUNCHER) -> $RUNS/$experiment"
   # shellcheck disable=SC2086  # EXTRA is a list of overrides
   "$PYTHON" -m bnrepro.train -m "experiment=$experiment" "scale=$SCALE" "hydra/launcher=$LAUNCHER" \
     "hydra.sweep.dir=$RUNS/$experiment" $EXTRA
-  echo "== $experiment done in $(( $(date +%s) - t0 )) s"
+  progress_line "$k" "$total" "$experiment" "$before" "$(finished_runs "$RUNS/$experiment")" \
+    $(( $(date +%s) - t0 )) $(( $(date +%s) - start ))
 done
 "$PYTHON" -m bnrepro.report "$RUNS" --out "$OUT" --wandb
 elapsed=$(( $(date +%s) - start ))
