@@ -291,3 +291,10 @@ def test_report_cli_needs_runs_dir_or_publish(capsys):
     with pytest.raises(SystemExit) as exit_:
         main([])
     assert exit_.value.code == 2
+
+
+def test_report_with_wandb_offline_says_how_to_publish(runs_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    out = tmp_path / "out"
+    main([str(runs_dir), "--out", str(out), "--wandb"])
+    assert f"sync the runs, then publish with python -m bnrepro.report --publish-wandb {out}" in capsys.readouterr().out

@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         from bnrepro.report.wandb_summary import log_to_wandb
 
         log_to_wandb(results, figures, args.runs_dir)
+        publish_if_online(args.out)
 
 
 def write_wandb_report(results, figures, out: Path) -> None:
@@ -49,6 +50,21 @@ def write_wandb_report(results, figures, out: Path) -> None:
         print(f"wrote {path} (publish: python -m bnrepro.report --publish-wandb {out})")
     except Exception as error:  # noqa: BLE001
         print(f"W&B report specification skipped: {type(error).__name__}: {error}")
+
+
+def publish_if_online(out: Path) -> None:
+    """With --wandb and a login, save the Report now (the runs were online too); never fatal."""
+    from bnrepro.tracking import wandb_mode
+
+    if wandb_mode() != "online":
+        print(f"W&B is offline: sync the runs, then publish with python -m bnrepro.report --publish-wandb {out}")
+        return
+    try:
+        from bnrepro.report.wandb_report import publish
+
+        publish(out)
+    except Exception as error:  # noqa: BLE001
+        print(f"W&B report not published: {type(error).__name__}: {error}")
 
 
 if __name__ == "__main__":
