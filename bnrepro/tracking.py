@@ -15,6 +15,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from bnrepro.arms import arm_of
+
 
 def _finite_or_none(v):
     return None if isinstance(v, float) and not math.isfinite(v) else v
@@ -70,9 +72,10 @@ class Tracker:
             import wandb
 
             tags = [t for t in (cfg.get("scale_name"), cfg.get("claim")) if t]
+            # group = experiment, job type = arm: what the report's dashboards filter and group by
             # our own id, chosen before the first checkpoint stores it, so a resumed run continues this one
             return wandb.init(project=cfg.logger.project, entity=cfg.logger.get("entity"), group=cfg.name,
-                              tags=tags, config=OmegaConf.to_container(cfg, resolve=True), dir=str(self.run_dir),
+                              job_type=arm_of(cfg) or None, tags=tags, config=OmegaConf.to_container(cfg, resolve=True), dir=str(self.run_dir),
                               id=wandb_id or secrets.token_hex(4), resume="allow", mode=wandb_mode(),
                               name=self.run_dir.name, reinit="finish_previous",
                               settings=wandb.Settings(silent=True, console="off"))

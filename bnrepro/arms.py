@@ -1,0 +1,136 @@
+"""The arm of a run: the values of the config keys its experiment varies, other than the seed.
+
+The varied keys are read once, at import, from the sweeps the experiments declare
+(`hydra.sweeper.params` of configs/experiment/<name>.yaml and of configs/claims/<name>/<scale>.yaml), so a
+new experiment or a changed sweep needs no edit here. W&B's job type is the arm (tracking.py) and the report's
+dashboards group by it (report/wandb_report.py): both call `arm_of`.
+
+A sweep over a config group (C1's `ladder`, C7's `norm_batch`) is named by the option the run used, found by
+matching the literal values of each option file against the run's config (the run's config does not record
+Hydra's choices).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SWEEP_ONLY = ("seed",)  # swept in every experiment but never part of an arm
+
+
+def _sweep_keys(path: Path) -> list[str]:
+    """The keys of a config file's `hydra.sweeper.params`, in the file's order, without Hydra's +/~ prefixes."""
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    params = ((tree.get("hydra") or {}).get("sweeper") or {}).get("params") or {}
+    return [str(key).lstrip("+~") for key in params]
+
+
+def _read_sweeps(configs: Path) -> dict[str, dict[str, tuple[str, ...]]]:
+    """{experiment name: {"*": keys of the experiment file, scale: keys the scale's claims file adds}}."""
+    sweeps = {}
+    for path in sorted((configs / "experiment").glob("*.yaml")):
+        tree = yaml.safe_load(path.read_text()) or {}
+        name = tree.get("name") or path.stem
+        per_scale = {"*": tuple(k for k in _sweep_keys(path) if k not in SWEEP_ONLY)}
+        for scale_file in sorted((configs / "claims" / path.stem).glob("*.yaml")):
+            extra = tuple(k for k in _sweep_keys(scale_file) if k not in SWEEP_ONLY)
+            if extra:
+                per_scale[scale_file.stem] = extra
+        sweeps[name] = per_scale
+    return sweeps
+
+
+def _flatten(tree: Mapping, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _read_options(configs: Path, group: str) -> dict[str, dict]:
+    """{option: its literal leaves} for a config group (interpolations and the defaults list left out)."""
+    options = {}
+    for path in sorted((configs / group).glob("*.yaml")):
+        tree = yaml.safe_load(path.read_text()) or {}
+        tree.pop("defaults", None)
+        options[path.stem] = {k: v for k, v in _flatten(tree).items() if not (isinstance(v, str) and "${" in v)}
+    return options
+
+
+SWEEPS = _read_sweeps(CONFIGS)
+GROUPS = {key: _read_options(CONFIGS, key) for per_scale in SWEEPS.values() for keys in per_scale.values()
+          for key in keys if "." not in key and (CONFIGS / key).is_dir()}
+
+
+def varied_keys(name: str | None, scale: str | None = None) -> tuple[str, ...]:
+    """The keys experiment `name` sweeps at `scale` (config groups by their name), seed excluded."""
+    per_scale = SWEEPS.get(name or "", {})
+    keys = per_scale.get("*", ()) + per_scale.get(scale or "", ())
+    return tuple(dict.fromkeys(keys))
+
+
+def lookup(cfg, key: str, default=None):
+    """cfg[key] for a flat dict with dotted keys (the report's Run.config) or a nested one (an OmegaConf
+    DictConfig at run time)."""
+    if isinstance(cfg, Mapping) and key in cfg:
+        return cfg[key]
+    node = cfg
+    for part in key.split("."):
+        try:
+            node = node[part]
+        except Exception:  # noqa: BLE001 - missing key, None node, or an interpolation that cannot resolve
+            return default
+    return node
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    return a == b
+
+
+def option_of(cfg, group: str) -> str | None:
+    """The option of config group `group` whose literal values the config holds (the first, by name); keys
+    the config lacks are not compared, but at least one must be there."""
+    missing = object()
+    for option, leaves in GROUPS.get(group, {}).items():
+        found = {key: lookup(cfg, key, missing) for key in leaves}
+        present = {key: value for key, value in found.items() if value is not missing}
+        if present and all(_same(value, leaves[key]) for key, value in present.items()):
+            return option
+    return None
+
+
+def _fmt(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "x".join(map(_fmt, value))
+    return str(value)
+
+
+def arm_of(cfg) -> str:
+    """The run's arm as a short label, e.g. "norm=bn,lr_mult=5" (C2) or "norm_batch=bn_4" (C7); "" for a run
+    whose experiment sweeps nothing but the seed (or is unknown). Each key is named by its last component
+    unless two varied keys share it."""
+    name = lookup(cfg, "name")
+    scale = lookup(cfg, "scale_name") or lookup(cfg, "scale")
+    keys = varied_keys(name, scale if isinstance(scale, str) else None)
+    short = [key.rsplit(".", 1)[-1] for key in keys]
+    parts = []
+    for key, label in zip(keys, short):
+        label = label if short.count(label) == 1 else key
+        if key in GROUPS:
+            value = option_of(cfg, key) or "other"
+        else:
+            value = lookup(cfg, key)
+        parts.append(f"{label}={_fmt(value)}")
+    return ",".join(parts)[:64]  # W&B's job type holds at most 64 characters
