@@ -164,3 +164,34 @@ def mean_curve(runs: list[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.nd
             by_step.setdefault(step, []).append(value)
     steps = np.asarray(sorted(by_step))
     return (steps, np.array([np.mean(by_step[s]) for s in steps]), np.array([np.std(by_step[s]) for s in steps]))
+
+
+# Keys that never change a run's numbers: where files go, logging, device placement and parallelism. The seed
+# (and seeds derived from it) is what pooling is for.
+NEUTRAL_PARTS = ("dir", "root", "path", "logger", "wandb", "device", "workers", "threads", "jobs", "hydra",
+                 "output", "log_every", "checkpoint", "resume", "seed", "compile_check")
+
+
+def neutral(key: str) -> bool:
+    """A config key that does not change results (so two seeds may differ in it)."""
+    return any(part in key.lower() for part in NEUTRAL_PARTS) or key in ("name", "claim", "targets")
+
+
+class Unpoolable(Exception):
+    """Runs grouped as seeds of one arm differ in a key that changes results."""
+
+
+def check_pooling(arms: dict[tuple, list[Run]]) -> None:
+    """Refuse to pool unlike runs: within each arm, every run's config must agree on every key except the seed
+    and neutral keys. A 60-step and an 80-step run are not two seeds; two runs with the same seed are not either."""
+    problems = []
+    for arm, runs in arms.items():
+        keys = sorted({k for run in runs for k in run.config if not neutral(k)})
+        differing = [k for k in keys if len({repr(run.get(k)) for run in runs}) > 1]
+        seeds = [run.get("seed") for run in runs]
+        if differing:
+            problems.append(f"arm {', '.join(map(str, arm)) or 'all'}: runs differ in {', '.join(differing)}")
+        elif len(set(map(repr, seeds))) < len(seeds):
+            problems.append(f"arm {', '.join(map(str, arm)) or 'all'}: a seed appears twice")
+    if problems:
+        raise Unpoolable("refused to pool runs that are not seeds of one config (" + "; ".join(problems) + ")")
