@@ -35,6 +35,8 @@ class Test:
           "less"        holds if CI high < threshold; fails if CI low > fail_at
           "equivalent"  holds if TOST shows |difference| < threshold (margin); fails if the CI lies beyond it"""
 
+    __test__ = False  # not a pytest test class
+
     key: str
     role: str  # precondition | core | support
     says: str  # what it establishes, in words
