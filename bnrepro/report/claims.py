@@ -284,9 +284,11 @@ def judge_c1(runs: list[Run]) -> Judged:
                 "ladder_bn": speedups["BN-Baseline"], "ladder_lr": ratio_steps(steps["BN-Baseline"], steps["BN-x5"]),
                 "sigmoid_never": stats.mean_ci([float(x is not None) for x in sig.values()], "plain") if sig else None}
     x5 = speedups["BN-x5"]
+    x5_text = ("not measured (not every seed reached the target)" if x5 is None
+               else "never reached the target" if x5.test == "not reached" else x5.fmt())
     return Judged(measured, {"target": target, "split": acc_series(arms["Inception"][0])[0], "ladder": ladder},
-                  f"target {pct(target)}; BN-x5 speed-up {x5.fmt() if x5 else 'not measured (not all seeds reached)'} "
-                  f"(paper {PAPER_C1['speedup']['BN-x5']:.1f}x)")
+                  f"target {pct(target)}; BN-x5 speed-up {x5_text} (paper {PAPER_C1['speedup']['BN-x5']:.1f}x); "
+                  + ", ".join(f"{v} reached {row['reached']}/{row['n']}" for v, row in ladder.items()))
 
 
 PAPER_C2 = {"diverged_lr": 0.0075, "base_lr": 0.0015, "bn_x30_acc": 74.8}
@@ -643,7 +645,7 @@ CLAIMS = (
           input are far more stable with BN (Fig. 1b, c)"""), RULE_FIG1, ("model.norm",), judge_fig1),
     Claim("C1", "BN trains in far fewer steps", ("c1_speed",), PAPER_C1,
           _t(f"""ImageNet steps to {P1['target']}% (Inception's best): """ + ", ".join(
-              f"{v} {s:.1e} ({P1['speedup'][v]:.1f}x)" for v, s in P1["steps"].items())
+              f"{v} {s / 1e6:.1f}e6 ({P1['speedup'][v]:.1f}x)" for v, s in P1["steps"].items())
              + "; max accuracy " + ", ".join(f"{v} {a}%" for v, a in P1["max_acc"].items())
              + " (BN-x5-Sigmoid never reaches the target)"), RULE_C1, ("variant",), judge_c1),
     Claim("C2", "BN allows much higher learning rates", ("c2_lr",), PAPER_C2,

@@ -58,8 +58,10 @@ def _tests(ax, result: Result) -> None:
         limit = c["threshold"]
         for t in ((-limit, limit) if c["kind"] == "equivalent" else (limit,)):
             ax.plot([scale * t] * 2, [i - 0.3, i + 0.3], "k--", lw=1)
-    ax.set_yticks(range(len(checks)), [f"[{c['key']}] {c['role']}\n{c['outcome']}" for c in checks], fontsize=7)
-    ax.set_xlabel("tested interval (points for accuracy differences, else ratio / plain); dashed: threshold")
+    units = {"points": "points", "ratio": "ratio"}
+    ax.set_yticks(range(len(checks)), [f"[{c['key']}] {c['role']}, {units.get(c['unit'], '')}\n{c['outcome']}"
+                                       for c in checks], fontsize=7)
+    ax.set_xlabel("tested interval; dashed: threshold")
     ax.grid(alpha=0.3)
     ax.set_title("the rule's tests (95% intervals)", fontsize=9)
 
@@ -121,7 +123,7 @@ def c7(result: Result, ax_row) -> None:
         xs = [float(g) for g in sizes if g != "None"]
         cs = [cells[g] for g in sizes if g != "None"]
         if len(xs) == 1:  # GN, LN: statistics never use the batch; one run set stands for every size
-            ax.axhline(100 * cs[0]["mean"], ls="--", label=f"{norm} (no batch statistics)", color="C1")
+            ax.axhline(100 * cs[0]["mean"], ls="--", label=f"{norm} (no batch statistics)", color=f"C{len(ax.lines) + 1}")
         elif xs:
             ax.errorbar(xs, [100 * c["mean"] for c in cs], yerr=_yerr(cs, 100.0), marker="o", capsize=3, label=norm)
     ax.set_xscale("log", base=2)
