@@ -169,7 +169,7 @@ def mean_curve(runs: list[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.nd
 # Keys that never change a run's numbers: where files go, logging, device placement and parallelism. The seed
 # (and seeds derived from it) is what pooling is for.
 NEUTRAL_PARTS = ("dir", "root", "path", "logger", "wandb", "device", "workers", "threads", "jobs", "hydra",
-                 "output", "log_every", "checkpoint", "resume", "seed", "compile_check")
+                 "output", "log_every", "checkpoint", "ckpt", "resume", "seed", "progress", "download")
 
 
 def neutral(key: str) -> bool:
