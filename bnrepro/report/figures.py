@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bnrepro.report.claims import PAPER_C1, PAPER_C7, Result, label  # noqa: E402
+from bnrepro.report.claims import PAPER_C1, PAPER_C7, Result  # noqa: E402
 from bnrepro.report.rules import FAILS, HOLDS, NOT_RUN  # noqa: E402
 
 OUTCOME_COLOR = {HOLDS: "C2", FAILS: "C3"}  # unclear: gray
@@ -181,4 +181,3 @@ def draw(result: Result, out: Path) -> Path | None:
     return _finish(fig, result, out)
 
 
-__all__ = ["draw", "label"]

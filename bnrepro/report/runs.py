@@ -48,12 +48,6 @@ class Run:
         steps, values = zip(*rows)
         return np.asarray(steps, float), np.asarray(values, float)
 
-    def steps_to(self, acc: float) -> float | None:
-        """First evaluated step with test accuracy >= acc (None if never reached)."""
-        steps, accs = self.series("test_acc")
-        hit = np.nonzero(accs >= acc)[0]
-        return float(steps[hit[0]]) if len(hit) else None
-
 
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -110,60 +104,8 @@ def select(runs: list[Run], name: str) -> list[Run]:
     return [run for run in runs if run.name == name]
 
 
-@dataclass(frozen=True)
-class Stat:
-    """Mean and spread over seeds of one number; `values` keeps the per-seed numbers."""
-
-    values: tuple[float, ...]
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.values)) if self.values else math.nan
-
-    @property
-    def std(self) -> float:
-        return float(np.std(self.values, ddof=1)) if self.n > 1 else 0.0
-
-    @property
-    def sem(self) -> float:
-        return self.std / math.sqrt(self.n) if self.n else math.nan
-
-    def fmt(self, scale: float = 100.0, digits: int = 1, unit: str = "%") -> str:
-        if not self.values:
-            return "n/a"
-        spread = f" ± {self.std * scale:.{digits}f}" if self.n > 1 else ""
-        return f"{self.mean * scale:.{digits}f}{spread}{unit} (n={self.n})"
-
-
-def group(runs: list[Run], keys: tuple[str, ...], value) -> dict[tuple, Stat]:
-    """Per distinct tuple of config values at `keys`: the Stat of value(run) over the runs (seeds).
-
-    value(run) returns a float, or None to leave the run out."""
-    buckets: dict[tuple, list[float]] = {}
-    for run in runs:
-        number = value(run)
-        if number is not None:
-            buckets.setdefault(tuple(run.get(key) for key in keys), []).append(float(number))
-    return {key: Stat(tuple(values)) for key, values in sorted(buckets.items(), key=lambda kv: sort_key(kv[0]))}
-
-
 def sort_key(key: tuple) -> tuple:
     return tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in key)
-
-
-def mean_curve(runs: list[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(steps, mean, std) of a metrics field over runs; each step averages the runs that reached it
-    (a diverged run stops contributing where it stopped)."""
-    by_step: dict[float, list[float]] = {}
-    for run in runs:
-        for step, value in zip(*run.series(key)):
-            by_step.setdefault(step, []).append(value)
-    steps = np.asarray(sorted(by_step))
-    return (steps, np.array([np.mean(by_step[s]) for s in steps]), np.array([np.std(by_step[s]) for s in steps]))
 
 
 # Keys that never change a run's numbers: where files go, logging, device placement and parallelism. The seed
