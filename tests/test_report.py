@@ -371,3 +371,15 @@ def test_wandb_summary_run_is_never_fatal(tmp_path, monkeypatch, capsys):
     main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--wandb"])
     assert "W&B summary run skipped" in capsys.readouterr().out
     assert (tmp_path / "out" / "c10.png").stat().st_size > 0
+
+
+def test_figures_draw_from_the_judges_numbers_alone(holding_report, tmp_path):
+    """A figure never regroups runs: with the runs taken away, every figure is drawn the same way."""
+    import dataclasses
+
+    from bnrepro.report.figures import draw
+
+    results, _, _ = holding_report
+    for result in results.values():
+        bare = dataclasses.replace(result, runs=[])
+        assert draw(bare, tmp_path).stat().st_size > 10_000
