@@ -48,12 +48,6 @@ class Run:
         steps, values = zip(*rows)
         return np.asarray(steps, float), np.asarray(values, float)
 
-    def steps_to(self, acc: float) -> float | None:
-        """First evaluated step with test accuracy >= acc (None if never reached)."""
-        steps, accs = self.series("test_acc")
-        hit = np.nonzero(accs >= acc)[0]
-        return float(steps[hit[0]]) if len(hit) else None
-
 
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -110,57 +104,36 @@ def select(runs: list[Run], name: str) -> list[Run]:
     return [run for run in runs if run.name == name]
 
 
-@dataclass(frozen=True)
-class Stat:
-    """Mean and spread over seeds of one number; `values` keeps the per-seed numbers."""
-
-    values: tuple[float, ...]
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.values)) if self.values else math.nan
-
-    @property
-    def std(self) -> float:
-        return float(np.std(self.values, ddof=1)) if self.n > 1 else 0.0
-
-    @property
-    def sem(self) -> float:
-        return self.std / math.sqrt(self.n) if self.n else math.nan
-
-    def fmt(self, scale: float = 100.0, digits: int = 1, unit: str = "%") -> str:
-        if not self.values:
-            return "n/a"
-        spread = f" ± {self.std * scale:.{digits}f}" if self.n > 1 else ""
-        return f"{self.mean * scale:.{digits}f}{spread}{unit} (n={self.n})"
-
-
-def group(runs: list[Run], keys: tuple[str, ...], value) -> dict[tuple, Stat]:
-    """Per distinct tuple of config values at `keys`: the Stat of value(run) over the runs (seeds).
-
-    value(run) returns a float, or None to leave the run out."""
-    buckets: dict[tuple, list[float]] = {}
-    for run in runs:
-        number = value(run)
-        if number is not None:
-            buckets.setdefault(tuple(run.get(key) for key in keys), []).append(float(number))
-    return {key: Stat(tuple(values)) for key, values in sorted(buckets.items(), key=lambda kv: sort_key(kv[0]))}
-
-
 def sort_key(key: tuple) -> tuple:
     return tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in key)
 
 
-def mean_curve(runs: list[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(steps, mean, std) of a metrics field over runs; each step averages the runs that reached it
-    (a diverged run stops contributing where it stopped)."""
-    by_step: dict[float, list[float]] = {}
-    for run in runs:
-        for step, value in zip(*run.series(key)):
-            by_step.setdefault(step, []).append(value)
-    steps = np.asarray(sorted(by_step))
-    return (steps, np.array([np.mean(by_step[s]) for s in steps]), np.array([np.std(by_step[s]) for s in steps]))
+# Keys that never change a run's numbers: where files go, logging, device placement and parallelism. The seed
+# (and seeds derived from it) is what pooling is for.
+NEUTRAL_PARTS = ("dir", "root", "path", "logger", "wandb", "device", "workers", "threads", "jobs", "hydra",
+                 "output", "log_every", "checkpoint", "ckpt", "resume", "seed", "progress", "download")
+
+
+def neutral(key: str) -> bool:
+    """A config key that does not change results (so two seeds may differ in it)."""
+    return any(part in key.lower() for part in NEUTRAL_PARTS) or key in ("name", "claim", "targets")
+
+
+class Unpoolable(Exception):
+    """Runs grouped as seeds of one arm differ in a key that changes results."""
+
+
+def check_pooling(arms: dict[tuple, list[Run]]) -> None:
+    """Refuse to pool unlike runs: within each arm, every run's config must agree on every key except the seed
+    and neutral keys. A 60-step and an 80-step run are not two seeds; two runs with the same seed are not either."""
+    problems = []
+    for arm, runs in arms.items():
+        keys = sorted({k for run in runs for k in run.config if not neutral(k)})
+        differing = [k for k in keys if len({repr(run.get(k)) for run in runs}) > 1]
+        seeds = [run.get("seed") for run in runs]
+        if differing:
+            problems.append(f"arm {', '.join(map(str, arm)) or 'all'}: runs differ in {', '.join(differing)}")
+        elif len(set(map(repr, seeds))) < len(seeds):
+            problems.append(f"arm {', '.join(map(str, arm)) or 'all'}: a seed appears twice")
+    if problems:
+        raise Unpoolable("refused to pool runs that are not seeds of one config (" + "; ".join(problems) + ")")

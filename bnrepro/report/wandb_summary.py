@@ -15,9 +15,9 @@ def log_to_wandb(results: list[Result], figures: dict[str, Path], runs_dir: Path
         run = wandb.init(project="bnrepro", job_type="report", group="report", dir=str(runs_dir),
                          mode=os.environ.get("WANDB_MODE", "offline"),
                          config={"runs_dir": str(runs_dir)})
-        columns = ["claim", "title", "verdict", "paper", "ours", "rule", "runs"]
-        table = wandb.Table(columns=columns, data=[[r.id, r.title, r.verdict, r.paper, r.ours, r.rule, len(r.runs)]
-                                                   for r in results])
+        columns = ["claim", "title", "verdict", "deciding", "paper", "ours", "rule", "runs", "failed"]
+        table = wandb.Table(columns=columns, data=[[r.id, r.title, r.verdict, r.deciding, r.paper, r.ours, r.rule,
+                                                    len(r.runs), r.failed] for r in results])
         run.log({"claims": table, **{f"figures/{cid}": wandb.Image(str(path), caption=cid)
                                      for cid, path in figures.items()}})
         run.summary.update({f"verdict/{r.id}": r.verdict for r in results})
