@@ -104,7 +104,7 @@ def test_bn_net_is_ahead_of_no_bn_net_early(tmp_path):
     accs = {}
     for norm in ("bn", "none"):
         cfg = compose_cfg("experiment=fig1", f"model.norm={norm}", "trainer.max_steps=300",
-                          "trainer.eval_every=100", "logger=none")
+                          "trainer.eval_every=100", "trainer.eval_at=null", "logger=none")
         train(cfg, run_dir=tmp_path / norm)
         accs[norm] = [r["test_acc"] for r in read_rows(tmp_path / norm)]
     assert accs["bn"][0] > 0.9 and accs["bn"][0] > accs["none"][0] + 0.2
