@@ -1,5 +1,18 @@
 """bnrepro: reproduce the claims of the Batch Normalization paper and the work that tested it."""
+from omegaconf import OmegaConf
 
 
 class ConfigError(ValueError):
     """Bad user input. The train entry point prints it as one line and exits non-zero."""
+
+
+def lr_scaled_steps(steps: int, lr_mult: float, cap: int) -> int:
+    """A step budget for a run at `lr_mult` x the base LR: `steps` (the budget at x1) scaled by 1/lr_mult for
+    small rates, so a slow run gets the same LR x steps 'distance' to converge, never below `steps` (a large
+    LR is no reason to stop early) and never above `cap` (the suite's time). Used by C10's configs."""
+    return int(min(cap, max(steps, round(steps / float(lr_mult)))))
+
+
+# registered here, on import of the package, so that the trainer and the report (which resolves each run's
+# .hydra/config.yaml) both know it
+OmegaConf.register_new_resolver("bnrepro_lr_steps", lr_scaled_steps, replace=True)

@@ -1,7 +1,7 @@
 """Checkpoints that are never torn, and the random state that makes a resumed run continue exactly.
 
 Like timm's saver: write to a temporary file in the same folder, then `os.replace` it over the old one
-(atomic on POSIX), keeping `last.pt` (resume) and `best.pt` (best test accuracy so far).
+(atomic on POSIX), keeping `last.pt` (resume) and `best.pt` (best validation accuracy so far; none without a val split).
 """
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ Both kinds of dataset (`Data`, `FolderData`) offer what the loop calls:
 - `data.train_batches(batch_size, seed, rank, world_size)`: an endless iterator of (x, y) on the
   device, with `state_dict()` / `load_state_dict()` for exact resume (checkpoint it with the model);
 - `data.eval_batches(split, batch_size, rank, world_size, limit)`: the (x, y) batches of this rank's share
-  of "test" or of a fixed, un-augmented "train" subset (the train-test gap). The shares of all ranks
+  of "test", of "val" (the held-out validation split, `data.has_val`) or of a fixed, un-augmented "train"
+  subset (the train-test gap). The shares of all ranks
   partition the split exactly (no padding), so summed counts give exact accuracies.
 `batch_size` is the global batch: each of `world_size` ranks draws its `batch_size // world_size` slice of
 the same global batch, so N processes see exactly the batches one process would.
@@ -44,6 +45,13 @@ class Data:
     test_y: torch.Tensor
     num_classes: int
     augment: bool = False  # random crop (pad 4) and horizontal flip of training batches, on the device
+    # data.val_split's held-out part of the training set (never trained on); None when val_split is 0
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+
+    @property
+    def has_val(self) -> bool:
+        return self.val_x is not None
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -62,8 +70,12 @@ class Data:
     def _split(self, split: str, limit: int | None, seed: int):
         if split == "test":
             return self.test_x[:limit], self.test_y[:limit]
+        if split == "val":
+            if not self.has_val:
+                raise ValueError("no validation split: set data.val_split > 0")
+            return self.val_x[:limit], self.val_y[:limit]
         if split != "train":
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
         if limit is None or limit >= len(self.train_x):
             return self.train_x, self.train_y
         # a fixed random subset (the files may be sorted by class), gathered once and kept
@@ -157,18 +169,54 @@ def load_imagenet(cfg, device) -> FolderData:
 LOADERS = {"digits": load_digits, "mnist": load_mnist, "cifar10": load_cifar, "cifar100": load_cifar}
 
 
+def val_fraction(cfg) -> float:
+    fraction = float(cfg.get("val_split", 0.0) or 0.0)
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"data.val_split={fraction}: set a fraction of the training set in [0, 1), 0 for none")
+    return fraction
+
+
+def stratified_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, validation indices) of labels y: round(fraction * n_c) examples of each class c go to
+    validation, drawn with a generator seeded by `seed`, so every class keeps its share and the split is the
+    same for every run that shares data.split_seed (seeds of a sweep vary the init and the order, not the
+    split). Both index lists are sorted, so the training set keeps its original order."""
+    gen = torch.Generator().manual_seed(seed)
+    val = []
+    for c in torch.unique(y).tolist():
+        members = (y == c).nonzero().flatten()
+        take = int(round(fraction * len(members)))
+        val.append(members[torch.randperm(len(members), generator=gen)[:take]])
+    val_idx = torch.cat(val).sort().values
+    keep = torch.ones(len(y), dtype=torch.bool)
+    keep[val_idx] = False
+    return keep.nonzero().flatten(), val_idx
+
+
 def load_data(cfg, device: torch.device | str = "cpu") -> Data | FolderData:
+    fraction = val_fraction(cfg)
     if cfg.name == "imagenet":
+        if fraction > 0:
+            raise ConfigError(f"data.val_split={fraction}: not supported for imagenet (streamed from folders; "
+                              "its val/ folder is the test set): set data.val_split=0")
         return load_imagenet(cfg, device)
     if cfg.name not in LOADERS:
         raise ConfigError(f"unknown dataset '{cfg.name}': choose data=<one of {', '.join([*LOADERS, 'imagenet'])}>")
     data = LOADERS[cfg.name](cfg)
-    # normalize with the training set's per-channel statistics, computed once
-    dims = [0, *range(2, data.train_x.dim())]
-    mean, std = data.train_x.mean(dims, keepdim=True), data.train_x.std(dims, keepdim=True).clamp_min(1e-6)
-    return Data(*((t.sub(mean).div_(std) if t.is_floating_point() else t).to(device)
-                  for t in (data.train_x, data.train_y, data.test_x, data.test_y)), data.num_classes,
-                augment=bool(cfg.get("augment", False)) and data.train_x.dim() == 4)
+    train_x, train_y, val_x, val_y = data.train_x, data.train_y, None, None
+    if fraction > 0:
+        # carved from the training data only: the test set is never touched, and the loader never sees val
+        train_idx, val_idx = stratified_split(train_y, fraction, int(cfg.get("split_seed", 0)))
+        if len(val_idx) == 0 or len(train_idx) == 0:
+            raise ConfigError(f"data.val_split={fraction} leaves an empty split of {len(train_y)} training "
+                              "examples: pick a fraction between them")
+        train_x, train_y, val_x, val_y = train_x[train_idx], train_y[train_idx], train_x[val_idx], train_y[val_idx]
+    # normalize with the (remaining) training set's per-channel statistics, computed once
+    dims = [0, *range(2, train_x.dim())]
+    mean, std = train_x.mean(dims, keepdim=True), train_x.std(dims, keepdim=True).clamp_min(1e-6)
+    prep = lambda t: None if t is None else (t.sub(mean).div_(std) if t.is_floating_point() else t).to(device)
+    return Data(prep(train_x), prep(train_y), prep(data.test_x), prep(data.test_y), data.num_classes,
+                augment=bool(cfg.get("augment", False)) and train_x.dim() == 4, val_x=prep(val_x), val_y=prep(val_y))
 
 
 def crop_flip(x: torch.Tensor, shift: torch.Tensor, flip: torch.Tensor, pad: int = 4) -> torch.Tensor:
@@ -298,6 +346,7 @@ class FolderData:
     resize + center crop for evaluation, decoded by DataLoader workers into pinned memory."""
 
     MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    has_val = False  # data.val_split is refused for ImageNet (load_data)
 
     def __init__(self, root: Path, cfg, device: torch.device):
         from torchvision import datasets, transforms as T

@@ -1,4 +1,5 @@
-"""Inference-time BN tools: folding BN into the preceding layer, precise BN, and batch-statistics evaluation."""
+"""Inference-time BN tools: folding BN into the preceding layer, precise BN (two estimators), and batch-statistics
+evaluation."""
 from __future__ import annotations
 
 import copy
@@ -54,27 +55,38 @@ def _recalibrated_norms(model: nn.Module) -> list[_BatchNorm]:
             if isinstance(m, _BatchNorm) and not isinstance(m, FrozenBatchNorm) and m.running_mean is not None]
 
 
+ESTIMATORS = ("population", "alg2")
+
+
 @torch.no_grad()
-def precise_bn(model: nn.Module, batches: Iterable, num_examples: int, unbiased: bool = True) -> int:
+def precise_bn(model: nn.Module, batches: Iterable, num_examples: int, estimator: str = "population") -> int:
     """Precise BN (Wu & Johnson 2021): replace every BN's running statistics by population statistics of
     at least `num_examples` training examples, with the weights fixed. Returns the examples used.
 
-    Each BN sees its input as in training (the model in train mode, no grad) and the statistics are those of
-    the paper's Algorithm 2: E[x] = the mean of the normalization-batch means, Var[x] = the mean of their
-    variances, times m/(m-1) when `unbiased` (False keeps the biased variance, for claim C8). The
-    normalization batch is what the layer normalizes over in training: the batch for bn and noisy_bn, the
-    sub-batch of `ghost_batch` examples for ghost_bn and brn, so the population statistics are those its
-    eval mode should match. noisy_bn's noise stays on, since training-time inputs to later layers carry it.
-    `batches` yields inputs or (input, target) pairs."""
+    Each BN sees its input as in training (the model in train mode, no grad). `estimator`:
+    - "population" (Wu & Johnson's, fvcore's update_bn_stats default): the mean and the sample variance
+      (n-1) of all the recalibration values combined, E[x] and E[x^2] - E[x]^2 over every batch at once, so
+      the spread between batch means counts as it does in the population;
+    - "alg2" (the BN paper's Algorithm 2): E[x] = the mean of the normalization-batch means, Var[x] =
+      m/(m-1) x the mean of their biased variances (within-batch spread only).
+    The normalization batch is what the layer normalizes over in training: the batch for bn and noisy_bn,
+    the sub-batch of `ghost_batch` examples for ghost_bn and brn (it matters to alg2 only). noisy_bn's noise
+    stays on, since training-time inputs to later layers carry it. `batches` yields inputs or (input, target)."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"precise BN estimator must be one of {ESTIMATORS}, got {estimator!r}")
     norms = _recalibrated_norms(model)
-    sums = {m: [0.0, 0.0, 0] for m in norms}  # sum of batch means, of batch variances, number of batches
+    # population: sums of m * mean, m * (var + mean^2) and of m; alg2: sums of means, of variances, batches
+    sums = {m: [0.0, 0.0, 0] for m in norms}
 
     def accumulate(module, args):
         mean, var, m = sub_batch_moments(args[0].float(), getattr(module, "ghost_batch", 0))  # bf16 in autocast
-        if unbiased:
-            var = var * (m / (m - 1))
-        acc = sums[module]
-        acc[0], acc[1], acc[2] = acc[0] + mean.double().sum(0), acc[1] + var.double().sum(0), acc[2] + len(mean)
+        mean, var, acc = mean.double(), var.double(), sums[module]
+        if estimator == "population":
+            acc[0], acc[1], acc[2] = acc[0] + m * mean.sum(0), acc[1] + m * (var + mean ** 2).sum(0), \
+                acc[2] + m * len(mean)
+        else:
+            acc[0], acc[1], acc[2] = acc[0] + mean.sum(0), acc[1] + (var * (m / (m - 1))).sum(0), \
+                acc[2] + len(mean)
 
     steps = [m.num_batches_tracked.clone() for m in norms]  # brn's ramp counts training steps
     handles = [m.register_forward_pre_hook(accumulate) for m in norms]
@@ -92,10 +104,14 @@ def precise_bn(model: nn.Module, batches: Iterable, num_examples: int, unbiased:
             h.remove()
         model.train(was_training)
     for m, step in zip(norms, steps):
-        mean_sum, var_sum, count = sums[m]
-        if count:
-            m.running_mean.copy_(mean_sum / count)
-            m.running_var.copy_(var_sum / count)
+        first, second, count = sums[m]
+        if count and estimator == "population":
+            mean = first / count
+            m.running_mean.copy_(mean)
+            m.running_var.copy_((second / count - mean ** 2).clamp_min(0) * (count / max(count - 1, 1)))
+        elif count:
+            m.running_mean.copy_(first / count)
+            m.running_var.copy_(second / count)
         m.num_batches_tracked.copy_(step)
     return seen
 

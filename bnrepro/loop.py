@@ -122,14 +122,42 @@ def evaluate(model, batches, speed: Speed, device) -> tuple[float, float]:
     return hits / max(n, 1), loss / max(n, 1)
 
 
+def eval_steps(t) -> set[int]:
+    """The steps that evaluate, as a Python set the loop tests membership in (no per-step work): every
+    `eval_every` steps (0: none), the steps of `eval_at` (a list, or "log": 10, 20, 50, 100, 200, 500, ...,
+    dense where the curves move, so early accuracy and steps-to-target are measured), and the last step.
+    eval_at steps past max_steps are dropped (a shortened smoke run keeps its early ones)."""
+    max_steps, every, at = int(t.max_steps), int(t.eval_every), t.get("eval_at")
+    if every < 0:
+        raise bnrepro.ConfigError(f"trainer.eval_every={every}: set a number of steps >= 0 (0: only eval_at)")
+    if at == "log":
+        at = [m * 10 ** e for e in range(1, len(str(max_steps)) + 1) for m in (1, 2, 5)]
+    elif at is None:
+        at = []
+    elif isinstance(at, str) or not all(isinstance(s, int) and s > 0 for s in at):
+        raise bnrepro.ConfigError(f"trainer.eval_at={at}: set a list of positive step numbers, log or null")
+    steps = {s for s in at if s <= max_steps} | {max_steps}
+    if every:
+        steps |= set(range(every, max_steps + 1, every))
+    return steps
+
+
+def mean(values) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+FINAL_EVALS = ("ema", "precise", "precise_alg2", "batch")
+
+
 def final_evals(model, cfg, data, speed, device, rank, world) -> dict[str, float]:
-    """Test accuracy under each inference variant of claim C8 (population vs batch statistics)."""
+    """Test accuracy under each inference variant of claim C8: the EMA statistics, precise BN with Wu &
+    Johnson's population estimator or the paper's Algorithm 2, and test-time batch statistics."""
     test = lambda batch_size=EVAL_BATCH: data.eval_batches("test", batch_size, rank, world)
     out = {}
     for variant in cfg.trainer.final_eval:
         if variant == "ema":
             out["ema"] = evaluate(model, test(), speed, device)[0]
-        elif variant in ("precise", "precise_biased"):
+        elif variant in ("precise", "precise_alg2"):
             from bnrepro.inference import precise_bn
 
             recalibrated = copy.deepcopy(model)
@@ -137,7 +165,7 @@ def final_evals(model, cfg, data, speed, device, rank, world) -> dict[str, float
                        data.train_batches(cfg.trainer.batch_size, cfg.seed + 1, rank, world))
             with speed.autocast():
                 precise_bn(recalibrated, batches, cfg.trainer.precise_bn_examples // world,
-                           unbiased=variant == "precise")
+                           estimator="population" if variant == "precise" else "alg2")
             out[variant] = evaluate(recalibrated, test(), speed, device)[0]
         elif variant == "batch":
             from bnrepro.inference import batch_statistics
@@ -145,8 +173,8 @@ def final_evals(model, cfg, data, speed, device, rank, world) -> dict[str, float
             with batch_statistics(model):  # test batches of the training batch size, as at training time
                 out["batch"] = evaluate(model, test(per_rank(cfg.trainer.batch_size, world)), speed, device)[0]
         else:
-            raise bnrepro.ConfigError(f"unknown trainer.final_eval entry '{variant}': use ema, precise, "
-                                      "precise_biased or batch")
+            raise bnrepro.ConfigError(f"unknown trainer.final_eval entry '{variant}': use "
+                                      f"{', '.join(FINAL_EVALS)}")
     return out
 
 
@@ -183,6 +211,7 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
     resume from run_dir/checkpoints/last.pt when it exists; return the summary."""
     start = time.perf_counter()
     t = cfg.trainer
+    evals = eval_steps(t)  # validated before anything is built or written
     device = pick_device(t.device)
     if dist.is_distributed() and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
@@ -217,8 +246,17 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
 
     # --- resume ---
     ckpt_dir = Path(run_dir) / "checkpoints"
-    state = {"step": 0, "best_acc": 0.0, "targets": {str(x): None for x in cfg.targets}, "row": {},
-             "last_eval_step": 0, "wall_s": 0.0, "last_eval_wall": 0.0, "loss_sum": 0.0, "wandb_id": None}
+    # recent_test/recent_val: the last score_k accuracies (the honest score); best_val_*: the early-stopping
+    # view, chosen on validation only; diag_best_test_acc: a labelled diagnostic no rule may read
+    score_k = int(t.get("score_last_k", 3))
+    if score_k < 1:
+        raise bnrepro.ConfigError(f"trainer.score_last_k={score_k}: set how many final evaluations the score "
+                                  "averages, >= 1")
+    state = {"step": 0, "targets": {str(x): None for x in cfg.targets}, "row": {}, "recent_test": [],
+             "recent_val": [], "best_val_acc": None, "best_val_step": None, "test_acc_at_best_val": None,
+             "diag_best_test_acc": None, "last_eval_step": 0, "wall_s": 0.0, "last_eval_wall": 0.0,
+             "loss_sum": 0.0, "wandb_id": None}
+    has_val = getattr(data, "has_val", False)
     ckpt = load_checkpoint(ckpt_dir, map_location=device)
     if ckpt is not None:
         if ckpt["world_size"] != world:
@@ -254,7 +292,7 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
     loss_sum = torch.tensor(state["loss_sum"], device=device)
     status, interrupted = "completed", None
     # plain ints: an OmegaConf attribute read costs tens of microseconds, a visible share of a small net's step
-    max_steps, eval_every, ckpt_every = int(t.max_steps), int(t.eval_every), int(t.get("ckpt_every", 1000))
+    max_steps, ckpt_every = int(t.max_steps), int(t.get("ckpt_every", 1000))
     try:
         with StopSignal() as stop:
             model.train()
@@ -264,7 +302,7 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
                     interrupted = stop.signum or signal.SIGTERM  # on a rank that only heard of it: SIGTERM
                     break
                 x, y = next(loader)
-                at_eval = step % eval_every == 0 or step == max_steps
+                at_eval = step in evals
                 with speed.autocast(), (train_probe if at_eval and train_probe else NO_CONTEXT):
                     loss = F.cross_entropy(train_model(speed.input(x)), y, label_smoothing=smoothing)
                 optimizer.zero_grad(set_to_none=True)
@@ -288,9 +326,13 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
                 train_acc, _ = evaluate(model, data.eval_batches("train", EVAL_BATCH, rank, world,
                                                                  limit=t.train_eval_examples, seed=cfg.seed),
                                         speed, device)
+                val = {}
+                if has_val:
+                    val["val_acc"], val["val_loss"] = evaluate(
+                        model, data.eval_batches("val", EVAL_BATCH, rank, world), speed, device)
                 now = elapsed()
                 row = {"step": step, "examples": step * t.batch_size, "train_loss": train_loss,
-                       "test_loss": test_loss, "test_acc": test_acc, "train_acc": train_acc, "lr": lr,
+                       "test_loss": test_loss, "test_acc": test_acc, **val, "train_acc": train_acc, "lr": lr,
                        "wall_s": now, "examples_per_s": (step - state["last_eval_step"]) * t.batch_size
                        / max(now - state["last_eval_wall"], 1e-9), **probe.percentiles(),
                        **(train_probe.percentiles() if train_probe else {})}
@@ -300,11 +342,7 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
                     status, state["diverged_at"] = "diverged", step
                     say(f"{label}: loss is {train_loss} at step {step}: diverged (a result, not an error)")
                     break
-                is_best = test_acc > state["best_acc"]
-                state["best_acc"] = max(state["best_acc"], test_acc)
-                for target, reached in state["targets"].items():
-                    if reached is None and test_acc >= float(target):
-                        state["targets"][target] = step
+                is_best = record_eval(state, step, test_acc, val.get("val_acc"), score_k)
                 if is_best or step % ckpt_every == 0 or step == max_steps:
                     checkpoint(is_best)
                 progress.evaluated(step, train_loss, test_acc)
@@ -320,14 +358,39 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
     finally:
         progress.close()
     row = state["row"]
-    summary = {"status": status, "best_acc": state["best_acc"], "final_acc": row.get("test_acc"),
-               "final_train_acc": row.get("train_acc"), "steps_to": state["targets"], "steps": state["step"],
+    diverged = status == "diverged"  # a diverged run scores 0.0: its last loss was NaN/inf
+    summary = {"status": status, "score": 0.0 if diverged else mean(state["recent_test"]), "score_k": score_k,
+               "val_score": (0.0 if diverged else mean(state["recent_val"])) if has_val else None,
+               "final_acc": row.get("test_acc"), "final_train_acc": row.get("train_acc"),
+               "best_val_acc": state["best_val_acc"], "best_val_step": state["best_val_step"],
+               "test_acc_at_best_val": state["test_acc_at_best_val"], "steps_to": state["targets"],
+               "steps_to_split": "val" if has_val else "test", "diag_best_test_acc": state["diag_best_test_acc"],
+               "steps": state["step"],
                "diverged_at": state.get("diverged_at"), "final_eval": final_eval, "wall_s": elapsed(),
                "params": params, "name": cfg.name, "claim": cfg.get("claim"), "scale": cfg.get("scale_name"),
                "git_rev": git_rev(), "torch_version": torch.__version__, "world_size": world}
     tracker.finish(summary)
     progress.finish(summary, run_dir)
     return summary
+
+
+def record_eval(state: dict, step: int, test_acc: float, val_acc: float | None, k: int) -> bool:
+    """Fold one (finite) evaluation into the run's scores; True when it is the best so far on validation
+    (the checkpoint to keep as best.pt). Steps-to-target read validation accuracy when there is a split,
+    else test accuracy (summary.json's steps_to_split says which)."""
+    state["recent_test"] = (state["recent_test"] + [test_acc])[-k:]
+    state["diag_best_test_acc"] = max(state["diag_best_test_acc"] or 0.0, test_acc)
+    watched = test_acc if val_acc is None else val_acc
+    for target, reached in state["targets"].items():
+        if reached is None and watched >= float(target):
+            state["targets"][target] = step
+    if val_acc is None:
+        return False
+    state["recent_val"] = (state["recent_val"] + [val_acc])[-k:]
+    if state["best_val_acc"] is None or val_acc > state["best_val_acc"]:
+        state.update(best_val_acc=val_acc, best_val_step=step, test_acc_at_best_val=test_acc)
+        return True
+    return False
 
 
 def _gather(obj, world: int) -> list:

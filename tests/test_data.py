@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from bnrepro import ConfigError
-from bnrepro.data import TensorLoader, crop_flip, load_data
+from bnrepro.data import TensorLoader, crop_flip, load_data, stratified_split
 
 
 def cfg(**kw):
@@ -33,6 +33,50 @@ def test_mnist_reads_idx_files(mnist_root):
 def test_mnist_missing_names_path_and_layout(tmp_path):
     with pytest.raises(ConfigError, match=r"MNIST/raw.*train-images-idx3-ubyte.*data.download=true"):
         load_data(cfg(name="mnist", root=str(tmp_path)))
+
+
+# --- data.val_split: a stratified validation split carved from the training set -------------------------
+
+def rows(x):
+    return {tuple(r.tolist()) for r in x.flatten(1)}
+
+
+def test_val_split_is_disjoint_from_train_and_test_and_stratified(mnist_root):
+    data = load_data(cfg(name="mnist", root=str(mnist_root), val_split=0.25))
+    assert data.has_val and len(data.train_x) == 90 and len(data.val_x) == 30 and len(data.test_x) == 40
+    # the three splits share no image (the fixture's images are random, hence unique)
+    train, val, test = rows(data.train_x), rows(data.val_x), rows(data.test_x)
+    assert len(train) == 90 and len(val) == 30 and not train & val and not val & test and not train & test
+    # stratified: each class gives 25% of its 12 training images; the loader only ever draws training rows
+    assert torch.bincount(data.val_y, minlength=10).tolist() == [3] * 10
+    loader = TensorLoader(data.train_x, data.train_y, 30, seed=0)
+    assert all(not rows(next(loader)[0]) & val for _ in range(6))
+    # the test set is untouched: the same images as without a split
+    plain = load_data(cfg(name="mnist", root=str(mnist_root)))
+    assert torch.equal(plain.test_y, data.test_y) and not plain.has_val
+
+
+def test_val_split_is_seeded_by_split_seed_and_keeps_class_shares():
+    y = torch.arange(200) % 4
+    y[:40] = 0  # unbalanced classes: 0 holds 80 of 200
+    train, val = stratified_split(y, 0.1, seed=0)
+    assert torch.equal(torch.sort(torch.cat([train, val])).values, torch.arange(200))
+    assert torch.bincount(y[val]).tolist() == [8, 4, 4, 4] and len(set(val.tolist()) & set(train.tolist())) == 0
+    assert torch.equal(stratified_split(y, 0.1, seed=0)[1], val)
+    assert not torch.equal(stratified_split(y, 0.1, seed=1)[1], val)
+
+
+def test_digits_validation_default_and_bad_fractions():
+    data = load_data(cfg(name="digits", val_split=0.15))
+    assert (len(data.train_x), len(data.val_x), len(data.test_x)) == (1221, 216, 360)
+    for bad in (1.0, -0.1):
+        with pytest.raises(ConfigError, match=f"data.val_split={bad}: set a fraction"):
+            load_data(cfg(name="digits", val_split=bad))
+
+
+def test_imagenet_refuses_a_val_split(tmp_path):
+    with pytest.raises(ConfigError, match="not supported for imagenet.*data.val_split=0"):
+        load_data(cfg(name="imagenet", root=str(tmp_path), val_split=0.1))
 
 
 # --- CIFAR-10/100: python pickles ---------------------------------------------------------------------

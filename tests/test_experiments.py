@@ -53,9 +53,11 @@ def test_experiment_composes_at_every_scale(experiment, scale):
     assert cfg.name == experiment and cfg.scale_name == scale
     axes = sweep_axes(cfg)
     check_model(cfg)
+    # 5 seeds per point at cpu scale, 3 at the GPU scales (configs/scale/<scale>.yaml: seeds)
+    assert axes["seed"] == (["0", "1", "2", "3", "4"] if scale == "cpu" else ["0", "1", "2"])
     if experiment != "fig1":
         assert cfg.claim.startswith("C")
-        assert axes["seed"] == ["0", "1", "2"] and len(list(itertools.product(*axes.values()))) >= 6
+        assert len(list(itertools.product(*axes.values()))) >= 6
     # each value of an axis that changes the model composes into a model config its class accepts
     for key, values in axes.items():
         if key.startswith(("model.", "ladder", "norm_batch")):
@@ -104,3 +106,31 @@ def test_cifar_recipe_warms_up_and_fig1_does_not():
     assert compose_cfg(["experiment=c5_dropout", "scale=cifar"]).schedule.warmup_frac == 0.01
     assert compose_cfg(["experiment=fig1", "scale=cifar"]).schedule.warmup_frac == 0.0
     assert compose_cfg(["experiment=c5_dropout", "scale=cpu"]).schedule.warmup_frac == 0.0
+
+
+def test_c3_gives_each_arm_its_own_init_and_an_lr_grid():
+    inits = {(act, norm): compose_cfg(["experiment=c3_sigmoid", f"model.act={act}", f"model.norm={norm}"]).model.init
+             for act in ("sigmoid", "relu") for norm in ("bn", "none")}
+    assert inits == {("sigmoid", "none"): "xavier", ("relu", "none"): "kaiming", ("sigmoid", "bn"): "normal",
+                     ("relu", "bn"): "normal"}
+    assert sweep_axes(compose_cfg(["experiment=c3_sigmoid"]))["optim.lr_mult"] == ["0.3", "1", "3"]
+
+
+def test_c8_has_a_standard_and_an_ema_stress_setting():
+    axes = sweep_axes(compose_cfg(["experiment=c8_popstats"]))
+    assert axes["c8"] == ["standard", "ema_stress"]
+    settings = {s: compose_cfg(["experiment=c8_popstats", f"c8={s}"]) for s in axes["c8"]}
+    assert {s: cfg.c8_setting for s, cfg in settings.items()} == {"standard": "standard", "ema_stress": "ema_stress"}
+    stress, standard = settings["ema_stress"], settings["standard"]
+    assert stress.optim.lr_mult > standard.optim.lr_mult and stress.model.norm_momentum < standard.model.norm_momentum
+    assert list(stress.trainer.final_eval) == ["ema", "precise", "precise_alg2", "batch"]
+
+
+def test_c10_shares_one_lr_grid_and_scales_the_budget_with_one_over_lr():
+    cfg = compose_cfg(["experiment=c10_small_lr"])
+    grid = sweep_axes(cfg)["optim.lr_mult"]
+    assert sweep_axes(cfg)["model.norm"] == ["bn", "none"] and grid[0] == "0.01" and grid[-1] == "30"
+    steps = {m: compose_cfg(["experiment=c10_small_lr", f"optim.lr_mult={m}"]).trainer.max_steps for m in grid}
+    base, cap = cfg.c10_budget.steps, cfg.c10_budget.cap
+    assert steps["1"] == steps["30"] == base and steps["0.3"] == round(base / 0.3)
+    assert steps["0.01"] == cap < base / 0.01  # capped: the report must check that it converged

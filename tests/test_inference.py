@@ -1,4 +1,4 @@
-"""Inference-time BN tools: folding, precise BN (m/(m-1) or not), batch statistics at eval."""
+"""Inference-time BN tools: folding, precise BN (population and Algorithm 2 estimators), batch statistics at eval."""
 import pytest
 import torch
 from torch import nn
@@ -73,20 +73,51 @@ def batches(n_batches, batch, features=3, seed=0):
     return [(torch.randn(batch, features, generator=gen) * 2 + 1, torch.zeros(batch)) for _ in range(n_batches)]
 
 
-@pytest.mark.parametrize("unbiased", [True, False])
 @pytest.mark.parametrize(("kind", "ghost"), [("bn", 0), ("noisy_bn", 0), ("ghost_bn", 4), ("brn", 4)])
-def test_precise_bn_is_the_mean_of_the_normalization_batch_statistics(kind, ghost, unbiased):
-    """Algorithm 2: E[x] = mean of batch means, Var[x] = mean of batch variances (x m/(m-1) when unbiased);
-    for ghost_bn and brn the batch is the ghost sub-batch."""
+def test_precise_bn_alg2_is_the_mean_of_the_normalization_batch_statistics(kind, ghost):
+    """The paper's Algorithm 2: E[x] = mean of batch means, Var[x] = m/(m-1) x mean of biased batch variances
+    (= mean of the unbiased ones); for ghost_bn and brn the batch is the ghost sub-batch."""
     layer = Norm(kind, ghost_batch=ghost)(3, dim=1)
     model = nn.Sequential(layer).eval()
     data = batches(5, 8)
     before = (layer.momentum, layer.num_batches_tracked.clone())
-    assert precise_bn(model, data, num_examples=32, unbiased=unbiased) == 32
+    assert precise_bn(model, data, num_examples=32, estimator="alg2") == 32
     used = torch.cat([x for x, _ in data[:4]]).split(ghost or 8)
     torch.testing.assert_close(layer.running_mean, torch.stack([c.mean(0) for c in used]).mean(0))
-    torch.testing.assert_close(layer.running_var, torch.stack([c.var(0, unbiased=unbiased) for c in used]).mean(0))
+    torch.testing.assert_close(layer.running_var, torch.stack([c.var(0, unbiased=True) for c in used]).mean(0))
     assert (layer.momentum, layer.num_batches_tracked) == before and not model.training
+
+
+@pytest.mark.parametrize(("kind", "ghost"), [("bn", 0), ("ghost_bn", 4)])
+def test_precise_bn_population_is_the_variance_of_all_batches_combined(kind, ghost):
+    """Wu & Johnson's default: mean and sample variance of every recalibration value at once. Batches whose
+    means differ (shifted by 0, 1, 2, 3) make it exceed Algorithm 2's within-batch estimate by the spread of
+    the batch means, as it should; the ghost size does not change it."""
+    data = [(x + shift, y) for shift, (x, y) in enumerate(batches(4, 8))]
+    values = torch.cat([x for x, _ in data])
+    layer = Norm(kind, ghost_batch=ghost)(3, dim=1)
+    assert precise_bn(nn.Sequential(layer), data, num_examples=32) == 32  # estimator="population" by default
+    torch.testing.assert_close(layer.running_mean, values.mean(0))
+    torch.testing.assert_close(layer.running_var, values.var(0, unbiased=True))
+    alg2 = Norm(kind, ghost_batch=ghost)(3, dim=1)
+    precise_bn(nn.Sequential(alg2), data, num_examples=32, estimator="alg2")
+    torch.testing.assert_close(alg2.running_mean, layer.running_mean)
+    assert (layer.running_var > alg2.running_var).all()  # plus the between-batch variance (~1.25 here)
+
+
+def test_precise_bn_population_on_images_pools_pixels_and_examples():
+    layer = Norm("bn")(2, dim=2)
+    gen = torch.Generator().manual_seed(1)
+    data = [torch.randn(4, 2, 3, 3, generator=gen) + i for i in range(3)]
+    precise_bn(nn.Sequential(layer), data, num_examples=12)
+    pooled = torch.cat(data).transpose(0, 1).reshape(2, -1)
+    torch.testing.assert_close(layer.running_mean, pooled.mean(1))
+    torch.testing.assert_close(layer.running_var, pooled.var(1, unbiased=True))
+
+
+def test_precise_bn_refuses_an_unknown_estimator():
+    with pytest.raises(ValueError, match="estimator"):
+        precise_bn(nn.Sequential(Norm("bn")(3, dim=1)), batches(1, 8), num_examples=8, estimator="median")
 
 
 def test_precise_bn_recomputes_every_layer_with_the_weights_fixed():

@@ -171,7 +171,23 @@ def test_init_scale_multiplies_the_default_init(family):
             torch.testing.assert_close(b.weight, 10 * a.weight, msg=name)
 
 
+@pytest.mark.parametrize(("init", "act", "std"), [
+    ("normal", "sigmoid", lambda fan_in, fan_out: 0.1),
+    ("xavier", "tanh", lambda fan_in, fan_out: (2 / (fan_in + fan_out)) ** 0.5),
+    ("xavier", "sigmoid", lambda fan_in, fan_out: 4 * (2 / (fan_in + fan_out)) ** 0.5),  # slope 1/4 at 0
+    ("kaiming", "relu", lambda fan_in, fan_out: (2 / fan_in) ** 0.5)])
+def test_mlp_init_sets_each_layers_weight_scale(init, act, std):
+    """model.init (C3's fair start per arm): each linear weight's std matches its scheme's formula."""
+    model = build_model({"name": "mlp", "hidden": [400, 400], "init": init, "act": act, "norm": "none"},
+                        (1, 20, 20), 10)
+    for layer in [m for m in model.modules() if isinstance(m, nn.Linear)][:2]:
+        fan_out, fan_in = layer.weight.shape
+        assert layer.weight.std().item() == pytest.approx(std(fan_in, fan_out), rel=0.05)
+        assert (layer.bias == 0).all()
+
+
 @pytest.mark.parametrize(("cfg", "message"), [
+    ({"name": "mlp", "init": "orthogonal"}, "unknown model.init 'orthogonal'"),
     ({"name": "vgg"}, "unknown model 'vgg': choose model=<one of mlp, resnet_cifar"),
     ({"name": "resnet_cifar", "depth": 21}, r"model.depth=21: CIFAR ResNets have depth 6n\+2"),
     ({"name": "resnet", "arch": "resnet101"}, "unknown model.arch 'resnet101': choose one of resnet18, resnet50"),

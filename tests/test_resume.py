@@ -142,10 +142,13 @@ def test_checkpoint_files_are_atomic_and_keep_best(tmp_path):
     assert load_checkpoint(tmp_path / "nothing") is None
 
 
-def test_best_checkpoint_holds_the_best_eval(tmp_path):
+def test_best_checkpoint_holds_the_best_validation_eval(tmp_path):
+    """best.pt is chosen on validation accuracy, never on test accuracy."""
     summary = train(compose_cfg("trainer.max_steps=60", *RUN), run_dir=tmp_path)
     best = load_checkpoint(tmp_path / "checkpoints", "best.pt")
-    assert best["state"]["best_acc"] == summary["best_acc"] == best["state"]["row"]["test_acc"]
+    assert best["state"]["best_val_acc"] == summary["best_val_acc"] == best["state"]["row"]["val_acc"]
+    assert best["state"]["step"] == summary["best_val_step"]
+    assert summary["test_acc_at_best_val"] == best["state"]["row"]["test_acc"]
     assert load_checkpoint(tmp_path / "checkpoints")["state"]["step"] == 60
 
 

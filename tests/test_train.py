@@ -32,20 +32,64 @@ def test_tiny_run_writes_the_run_directory(tmp_path):
     rows = read_rows(tmp_path)
     assert [r["step"] for r in rows] == [20, 40, 60]
     for r in rows:
-        assert 0 <= r["test_acc"] <= 1 and 0 <= r["train_acc"] <= 1
+        assert 0 <= r["test_acc"] <= 1 and 0 <= r["train_acc"] <= 1 and 0 <= r["val_acc"] <= 1
+        assert r["val_loss"] > 0
         assert r["train_loss"] > 0 and r["examples_per_s"] > 0
         assert r["probe_p15"] <= r["probe_p50"] <= r["probe_p85"]
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk == summary
     assert summary["status"] == "completed" and summary["steps"] == 60
     assert summary["final_acc"] == rows[-1]["test_acc"]
-    assert summary["best_acc"] == max(r["test_acc"] for r in rows)
-    assert summary["steps_to"]["0.999"] is None
+    # honest scores: the mean of the last k=3 evaluations; "best" and steps-to-target read validation only
+    assert summary["score_k"] == 3
+    assert summary["score"] == pytest.approx(sum(r["test_acc"] for r in rows) / 3)
+    assert summary["val_score"] == pytest.approx(sum(r["val_acc"] for r in rows) / 3)
+    best = max(rows, key=lambda r: r["val_acc"])
+    assert (summary["best_val_acc"], summary["best_val_step"], summary["test_acc_at_best_val"]) == \
+        (best["val_acc"], best["step"], best["test_acc"])
+    assert summary["diag_best_test_acc"] == max(r["test_acc"] for r in rows) and "best_acc" not in summary
+    assert summary["steps_to"]["0.999"] is None and summary["steps_to_split"] == "val"
     reached = summary["steps_to"]["0.5"]
-    assert reached == min(r["step"] for r in rows if r["test_acc"] >= 0.5)
+    assert reached == min(r["step"] for r in rows if r["val_acc"] >= 0.5)
     # 3 hidden layers of 100 without biases (BN) + 2 x 100 BN params each + classifier
     assert summary["params"] == 64 * 100 + 2 * 100 * 100 + 3 * 200 + 100 * 10 + 10
     assert summary["torch_version"] and summary["git_rev"]
+
+
+SUMMARY_KEYS = {"status", "score", "score_k", "final_acc", "final_train_acc", "val_score", "best_val_acc",
+                "best_val_step", "test_acc_at_best_val", "steps_to", "steps_to_split", "diag_best_test_acc",
+                "final_eval", "steps", "diverged_at", "wall_s", "params", "name", "claim", "scale", "git_rev",
+                "torch_version", "world_size"}
+
+
+def test_summary_has_the_contracts_keys_and_no_val_split_falls_back_to_test(tmp_path):
+    summary = train(compose_cfg(*TINY, "data.val_split=0", "trainer.score_last_k=2", "targets=[0.5]"),
+                    run_dir=tmp_path)
+    assert SUMMARY_KEYS <= set(summary)
+    rows = read_rows(tmp_path)
+    assert "val_acc" not in rows[0] and summary["val_score"] is None and summary["best_val_acc"] is None
+    assert summary["score"] == pytest.approx((rows[-2]["test_acc"] + rows[-1]["test_acc"]) / 2)
+    assert summary["steps_to_split"] == "test"
+    assert summary["steps_to"]["0.5"] == min(r["step"] for r in rows if r["test_acc"] >= 0.5)
+    assert not (tmp_path / "checkpoints" / "best.pt").exists()  # no validation, no "best"
+
+
+@pytest.mark.parametrize(("eval_at", "every", "steps"), [
+    ("[5,12,999]", 20, [5, 12, 20, 40, 60]),   # the union with eval_every; steps past max_steps dropped
+    ("log", 0, [10, 20, 50, 60]),              # 10, 20, 50, 100, ... and the last step
+])
+def test_eval_at_adds_evaluation_steps(tmp_path, eval_at, every, steps):
+    train(compose_cfg("trainer.max_steps=60", f"trainer.eval_every={every}", f"trainer.eval_at={eval_at}",
+                      "logger=none"), run_dir=tmp_path)
+    assert [r["step"] for r in read_rows(tmp_path)] == steps
+
+
+def test_fig1_evaluates_log_spaced_early():
+    from bnrepro.loop import eval_steps
+
+    cfg = compose_cfg("experiment=fig1")
+    steps = sorted(eval_steps(cfg.trainer))
+    assert steps[:4] == [10, 20, 50, 100] and steps[-1] == cfg.trainer.max_steps
 
 
 def test_finished_run_is_not_repeated(tmp_path):
@@ -60,7 +104,7 @@ def test_bn_net_is_ahead_of_no_bn_net_early(tmp_path):
     accs = {}
     for norm in ("bn", "none"):
         cfg = compose_cfg("experiment=fig1", f"model.norm={norm}", "trainer.max_steps=300",
-                          "trainer.eval_every=100", "logger=none")
+                          "trainer.eval_every=100", "trainer.eval_at=null", "logger=none")
         train(cfg, run_dir=tmp_path / norm)
         accs[norm] = [r["test_acc"] for r in read_rows(tmp_path / norm)]
     assert accs["bn"][0] > 0.9 and accs["bn"][0] > accs["none"][0] + 0.2
@@ -73,6 +117,7 @@ def test_huge_learning_rate_diverges_as_a_result(tmp_path):
     summary = train(cfg, run_dir=tmp_path)
     assert summary["status"] == "diverged"
     assert summary["diverged_at"] == summary["steps"] < 200
+    assert summary["score"] == 0.0 and summary["val_score"] == 0.0  # a diverged run scores 0
     assert read_rows(tmp_path)[-1]["train_loss"] is None  # NaN/inf stored as null
 
 
@@ -88,6 +133,8 @@ def test_diverging_cli_run_exits_zero(tmp_path):
     (("optim.lr=-0.1",), "optim.lr to a positive"),
     (("data=mnist", "data.root=/nonexistent/mnist"), "/nonexistent/mnist/MNIST/raw"),
     (("model.norm=batchnorm",), "set model.norm to one of"),
+    (("data.val_split=1.5",), "data.val_split=1.5: set a fraction"),
+    (("trainer.eval_at=[0,10]",), "trainer.eval_at=[0, 10]: set a list of positive step numbers"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, overrides, fix):
     res = run_cli(*overrides, *TINY, f"hydra.run.dir={tmp_path}")

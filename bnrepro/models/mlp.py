@@ -5,13 +5,16 @@ import math
 
 from torch import nn
 
+from bnrepro import ConfigError
 from bnrepro.models.common import activation
 from bnrepro.norm import Norm
 
 
 class MLP(nn.Sequential):
     def __init__(self, in_shape, num_classes: int, norm: Norm, hidden=(100, 100, 100), act: str = "sigmoid",
-                 dropout: float = 0.0, init_std: float = 0.1):
+                 dropout: float = 0.0, init_std: float = 0.1, init: str = "normal"):
+        if init not in INITS:
+            raise ConfigError(f"unknown model.init '{init}': set it to one of {', '.join(INITS)}")
         layers, width = [nn.Flatten()], math.prod(in_shape)
         for h in hidden:
             # a norm after the linear layer makes its bias redundant (the paper drops it)
@@ -25,7 +28,25 @@ class MLP(nn.Sequential):
         layers.append(nn.Linear(width, num_classes))
         super().__init__(*layers)
         for m in self.modules():
-            if isinstance(m, nn.Linear):  # "small random Gaussian values"; init_std is swept by C6
-                nn.init.normal_(m.weight, std=init_std)
+            if isinstance(m, nn.Linear):
+                INITS[init](m.weight, init_std, act)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+
+
+def xavier_gain(act: str) -> float:
+    """Glorot & Bengio's init assumes a unit slope at 0; sigmoid's is 1/4, so its Glorot gain is 4 (Bengio
+    2012, "Practical recommendations"; torch's calculate_gain says 1, which shrinks the backward signal ~4x
+    per layer: a 6-layer sigmoid net starts with ~1e-4 of its gradient). tanh: 1 (Glorot's own; torch's 5/3 is
+    for self-normalizing); relu: sqrt(2)."""
+    return {"sigmoid": 4.0, "tanh": 1.0, "relu": math.sqrt(2.0)}[act]
+
+
+# model.init: "normal" is the paper's "small random Gaussian values" at a fixed std (init_std, swept by C6);
+# the fan-scaled ones give each arm of C3 its own fair start: Glorot/Xavier with the activation's gain keeps a
+# sigmoid net without BN out of vanishing gradients at any width, Kaiming (fan_in) does the same for ReLU.
+INITS = {
+    "normal": lambda w, std, act: nn.init.normal_(w, std=std),
+    "xavier": lambda w, std, act: nn.init.xavier_normal_(w, gain=xavier_gain(act)),
+    "kaiming": lambda w, std, act: nn.init.kaiming_normal_(w, mode="fan_in", nonlinearity="relu"),
+}
