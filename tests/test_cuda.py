@@ -47,6 +47,8 @@ def fwd_bwd(net, x, y):
 
 
 def assert_close_grads(a: dict, b: dict, rel: float):
+    """Each parameter's gradient within `rel` of the reference in relative L2 norm (a layout or fusion bug is
+    an O(1) error; fp32 summation order and BN's division by small batch spreads give percents at the stem)."""
     assert a.keys() == b.keys()
     for n in a:
         err = (a[n] - b[n]).norm() / b[n].norm().clamp_min(1e-12)
@@ -104,7 +106,7 @@ def test_channels_last_equals_contiguous(name, shape, kw, fp32_exact):
     out, grads = fwd_bwd(net, x, y)
     out_cl, grads_cl = fwd_bwd(cl, x.contiguous(memory_format=torch.channels_last), y)
     torch.testing.assert_close(out_cl, out, rtol=1e-4, atol=1e-4)
-    assert_close_grads(grads_cl, grads, 1e-2)
+    assert_close_grads(grads_cl, grads, 5e-2)  # fp32 summation order, amplified by BN: 2e-2 seen on a CPU
     with torch.autocast("cuda", dtype=torch.bfloat16):  # and the speed path itself runs, finite
         assert torch.isfinite(cl(x.contiguous(memory_format=torch.channels_last))).all()
 
@@ -185,6 +187,13 @@ def test_resume_on_gpu_equals_uninterrupted(cifar_root, monkeypatch):
     assert resumed["final_acc"] == pytest.approx(reference["final_acc"], abs=0.02)
 
 
+def test_trainer_compile_runs(tmp_path):
+    cfg = compose_cfg("trainer.device=cuda", "trainer.compile=true", "trainer.max_steps=30", "trainer.eval_every=15",
+                      "logger=none", "trainer.progress=none")
+    summary = train(cfg, run_dir=tmp_path)
+    assert summary["status"] == "completed" and summary["final_acc"] > 0.2
+
+
 @pytest.mark.parametrize("name,shape,kw", [("mlp", (1, 28, 28), {}),
                                            ("resnet_cifar", (3, 32, 32), {"depth": 20}),
                                            ("inception_bn", (3, 32, 32), {"width_mult": 0.25})])
@@ -198,14 +207,7 @@ def test_compile_equals_eager(name, shape, kw, fp32_exact):
     out, grads = fwd_bwd(net, x, y)
     out_c, grads_c = fwd_bwd(compiled, x, y)
     torch.testing.assert_close(out_c, out, rtol=1e-3, atol=1e-3)
-    assert_close_grads({k.removeprefix("_orig_mod."): v for k, v in grads_c.items()}, grads, 1e-2)
+    assert_close_grads({k.removeprefix("_orig_mod."): v for k, v in grads_c.items()}, grads, 5e-2)
     for (k, a), (_, b) in zip(net.named_buffers(), compiled_net.named_buffers()):
         if a.is_floating_point():
             torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4, msg=k)
-
-
-def test_trainer_compile_runs(tmp_path):
-    cfg = compose_cfg("trainer.device=cuda", "trainer.compile=true", "trainer.max_steps=30", "trainer.eval_every=15",
-                      "logger=none", "trainer.progress=none")
-    summary = train(cfg, run_dir=tmp_path)
-    assert summary["status"] == "completed" and summary["final_acc"] > 0.2

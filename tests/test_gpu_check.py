@@ -93,4 +93,4 @@ def test_no_cuda_path_says_so_and_exits_0(tmp_path):
     assert lines[0].startswith("gpu-check: no CUDA device")
     assert "SCALE=cifar configures" in done.stdout and "CPU sample resnet20" in done.stdout
     md = out.read_text()
-    assert "| resnet20 | 16 | 3x32x32 |" in md and "| count | ok |" in md
+    assert "| resnet20 | 8 | 3x32x32 |" in md and "| count | ok |" in md
