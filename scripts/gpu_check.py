@@ -362,13 +362,17 @@ def part_parallel(args) -> None:
         wrows = barrier / "rows.jsonl"
         procs = [subprocess.Popen([sys.executable, __file__, "--part", "pworker", "--k", str(k), "--steps", str(steps),
                                    "--barrier", str(barrier), "--rows", str(wrows)], cwd=ROOT,
-                                  stdout=subprocess.DEVNULL, start_new_session=True) for _ in range(k)]
+                                  stdout=subprocess.DEVNULL) for _ in range(k)]  # in our group: a kill of this
+        # part at its cap (killpg) ends them too
+        CHILDREN.update(procs)
         try:
             for p in procs:
                 p.wait(timeout=max(1, deadline - now()))
         except subprocess.TimeoutExpired:
             for p in procs:
-                kill(p)
+                p.kill()
+                p.wait()
+        CHILDREN.difference_update(procs)
         got = [r for r in read_rows(wrows) if r.get("kind") == "pworker"]
         if len(got) == k:
             span = max(r["end"] for r in got) - min(r["start"] for r in got)
@@ -541,6 +545,20 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 # ------------------------------------------------------------------------------------- orchestration
+CHILDREN: set[subprocess.Popen] = set()  # the running parts, each in its own session: ended with us
+
+
+def on_term(signum, frame):
+    """`timeout` or a cancel (SIGTERM/SIGINT) ends the parts too: they run in sessions of their own, which a signal
+    to our process group would not reach, and on a lent machine they would run on after the command."""
+    for p in list(CHILDREN):
+        try:
+            os.killpg(p.pid, signal.SIGKILL) if os.getpgid(p.pid) == p.pid else p.kill()
+        except (ProcessLookupError, PermissionError):
+            pass
+    raise SystemExit(128 + signum)
+
+
 def kill(p: subprocess.Popen) -> None:
     try:
         os.killpg(p.pid, signal.SIGKILL)  # the part's whole process group (pytest, compile workers)
@@ -554,12 +572,14 @@ def run_part(name: str, cap: float, rows: Path, extra: list[str] = (), log=None)
     t0 = now()
     cmd = [sys.executable, __file__, "--part", name, "--rows", str(rows), "--cap", str(int(cap)), *extra]
     p = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=log, stderr=subprocess.STDOUT if log else None)
+    CHILDREN.add(p)
     try:
         rc = p.wait(timeout=cap)
         status = "ok" if rc == 0 else f"failed (exit {rc})"
     except subprocess.TimeoutExpired:
         kill(p)
         status = f"cut at its {cap:.0f} s cap (what it measured before is kept)"
+    CHILDREN.discard(p)
     return {"status": status, "seconds": now() - t0}
 
 
@@ -587,6 +607,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     p.add_argument("--barrier", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     if args.part:
         {"count": part_count, "throughput": part_throughput, "suite": part_suite, "parallel": part_parallel,
          "pworker": part_pworker}[args.part](args)
@@ -630,6 +652,7 @@ def main(argv=None) -> int:
         counter = subprocess.Popen([sys.executable, __file__, "--part", "count", "--rows", str(count_rows),
                                     "--experiments", *args.experiments], cwd=ROOT, start_new_session=True,
                                    stdout=subprocess.DEVNULL)
+        CHILDREN.add(counter)
         deadline = start + args.budget
         parts = ["tests", "throughput", "suite", "parallel"]
         scale = args.budget / sum(CAPS.values())
@@ -649,12 +672,14 @@ def main(argv=None) -> int:
                 p_ = subprocess.Popen([sys.executable, "-m", "pytest", "tests/test_cuda.py", "-m", "cuda", "-v", "-rfEs",
                                        "-p", "no:cacheprovider", *timeout], cwd=ROOT, start_new_session=True,
                                       stdout=log, stderr=subprocess.STDOUT)
+                CHILDREN.add(p_)
                 try:
                     rc = p_.wait(timeout=cap)
                     st = "ok" if rc == 0 else f"failed (pytest exit {rc})"
                 except subprocess.TimeoutExpired:
                     kill(p_)
                     st = f"cut at its {cap:.0f} s cap"
+                CHILDREN.discard(p_)
                 log.close()
                 results["status"]["tests"] = {"status": st, "seconds": now() - t0}
                 results["tests"] = (work / "tests.log").read_text()

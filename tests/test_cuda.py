@@ -191,7 +191,9 @@ def test_trainer_compile_runs(tmp_path):
     cfg = compose_cfg("trainer.device=cuda", "trainer.compile=true", "trainer.max_steps=30", "trainer.eval_every=15",
                       "logger=none", "trainer.progress=none")
     summary = train(cfg, run_dir=tmp_path)
-    assert summary["status"] == "completed" and summary["final_acc"] > 0.2
+    assert summary["status"] == "completed" and summary["steps"] == 30
+    rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [15, 30] and all(torch.isfinite(torch.tensor(r["train_loss"])) for r in rows)
 
 
 @pytest.mark.parametrize("name,shape,kw", [("mlp", (1, 28, 28), {}),
