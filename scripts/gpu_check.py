@@ -360,9 +360,10 @@ def part_parallel(args) -> None:
             continue
         barrier = Path(tempfile.mkdtemp(prefix=f"gpucheck-k{k}-"))
         wrows = barrier / "rows.jsonl"
+        errs = [open(barrier / f"err-{i}.log", "w") for i in range(k)]
         procs = [subprocess.Popen([sys.executable, __file__, "--part", "pworker", "--k", str(k), "--steps", str(steps),
                                    "--barrier", str(barrier), "--rows", str(wrows)], cwd=ROOT,
-                                  stdout=subprocess.DEVNULL) for _ in range(k)]  # in our group: a kill of this
+                                  stdout=subprocess.DEVNULL, stderr=err) for err in errs]  # in our group: a kill of this
         # part at its cap (killpg) ends them too
         CHILDREN.update(procs)
         try:
@@ -373,6 +374,8 @@ def part_parallel(args) -> None:
                 p.kill()
                 p.wait()
         CHILDREN.difference_update(procs)
+        for e in errs:
+            e.close()
         got = [r for r in read_rows(wrows) if r.get("kind") == "pworker"]
         if len(got) == k:
             span = max(r["end"] for r in got) - min(r["start"] for r in got)
@@ -381,7 +384,10 @@ def part_parallel(args) -> None:
             if k == 1:  # size the later rounds to about 1.5 s each of a lone run's work
                 steps = max(50, min(2000, int(1.5 * total / 128)))
         else:
-            emit(args.rows, kind="parallel", k=k, status=f"{len(got)} of {k} finished in the budget")
+            why = next((t.strip().splitlines()[-1] for t in (e.read_text() for e in barrier.glob("err-*.log"))
+                        if t.strip()), "")
+            emit(args.rows, kind="parallel", k=k, status=f"{len(got)} of {k} finished in the budget"
+                 + (f": {why[:200]}" if why else ""))
 
 
 # ------------------------------------------------------------------------------------- the estimate
@@ -527,7 +533,8 @@ def render(info: dict, results: dict) -> str:
               "overrides gives the steady step time and the fixed cost per run; full run = fixed + max_steps x step "
               "+ evaluations (an evaluated image costs a third of a trained one). "
               f"{est['fallbacks']} jobs used the trainer's ResNet-20 rate (no measured run), {est['missing']} had "
-              "no rate at all.", "", "| experiment | GPU-hours |", "|---|---|"]
+              "no rate at all" + (" and are left out: **a lower bound**." if est["missing"] else "."), "",
+              "| experiment | GPU-hours |", "|---|---|"]
         L += [f"| {k} | {v:.2f} |" for k, v in est["per_experiment_h"].items()]
     elif results.get("count"):
         n = sum(len(c["jobs"]) for c in results["count"])
@@ -705,7 +712,8 @@ def main(argv=None) -> int:
     if est and cuda:
         print(f"gpu-check: estimated GPU-hours of the full SCALE=cifar suite ({est['runs']} runs): "
               f"{est['gpu_hours']:.1f} h one run at a time, {est['gpu_hours_parallel']:.1f} h at k={est['best_k']} "
-              f"runs per GPU ({info['device']})", flush=True)
+              f"runs per GPU ({info['device']})" + (f"; a lower bound: {est['missing']} runs had no measured rate"
+                                                    if est["missing"] else ""), flush=True)
     else:
         print(f"gpu-check: SCALE=cifar configures {n} runs ({', '.join(args.experiments)}); GPU-hours need a "
               "CUDA device", flush=True)
