@@ -302,14 +302,16 @@ def part_suite(args) -> None:
             s = json.loads(summary_path.read_text())
             rows = [json.loads(x) for x in (summary_path.parent / "metrics.jsonl").read_text().splitlines()]
             # steady step time: the second evaluation interval (after cudnn's autotuning and the first calls)
-            if len(rows) >= 2:
+            steady = len(rows) >= 2 and all(r["train_loss"] is not None and math.isfinite(r["train_loss"])
+                                            for r in rows[-2:])
+            if steady:
                 step_s = (rows[-1]["wall_s"] - rows[-2]["wall_s"]) / max(rows[-1]["step"] - rows[-2]["step"], 1)
-            else:
+            else:  # diverged at its first evaluation (the % warm-up of 40 steps is none): start-up included
                 step_s = s["wall_s"] / max(s["steps"], 1)
             overrides_file = summary_path.parent / ".hydra" / "overrides.yaml"
             overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
             run_rows.append({"overrides": [o for o in overrides if o.split("=")[0] not in OURS], "status": s["status"],
-                             "steps": s["steps"],
+                             "steps": s["steps"], "steady": steady,
                              "wall_s": s["wall_s"], "step_s": step_s})
         emit(args.rows, kind="suite", experiment=exp, status=status, wall_s=wall, runs=run_rows, steps=steps)
 
@@ -407,6 +409,12 @@ def estimate(count_rows: list[dict], suite_rows: list[dict], throughput_rows: li
     ratios = [r for r in throughput_rows if r.get("kind") == "ratio"]
     if ratios:
         fallback_img_s = max(r["trainer_img_s"] for r in ratios)
+    # a run that diverged in the short test has no steady interval: it gets its experiment's median steady run
+    steady = {}
+    for (exp, _), r in measured.items():
+        if r.get("steady", True) and r["status"] in ("completed", "diverged"):
+            steady.setdefault(exp, []).append(r)
+    median = lambda rs: sorted(rs, key=lambda r: r["step_s"])[len(rs) // 2]
     total_s, runs, fallbacks, missing = 0.0, 0, 0, 0
     per_exp = {}
     for c in count_rows:
@@ -414,7 +422,10 @@ def estimate(count_rows: list[dict], suite_rows: list[dict], throughput_rows: li
         for job in c["jobs"]:
             runs += 1
             m = measured.get((c["experiment"], frozenset(o for o in job["overrides"] if o.split("=")[0] not in OURS)))
+            if m is not None and not m.get("steady", True):
+                m = median(steady[c["experiment"]]) if c["experiment"] in steady else None
             if m is not None and m["status"] in ("completed", "diverged"):
+                # the full run is counted to max_steps (an upper bound where a full run would diverge early)
                 step_s = m["step_s"]
                 fixed = max(m["wall_s"] - m["steps"] * step_s, 0.0)
             elif fallback_img_s:

@@ -37,19 +37,28 @@ def test_estimate_extrapolates_measured_runs_and_falls_back():
     job = lambda norm, seed, steps=1000: {"overrides": [f"model.norm={norm}", f"seed={seed}"], "seed": seed,
                                           "model": "resnet_cifar", "max_steps": steps, "batch_size": 100,
                                           "eval_every": 500, "eval_examples": 300}
-    count = [{"experiment": "c2_lr", "jobs": [job("bn", 0), job("bn", 1), job("none", 0)]}]
+    count = [{"experiment": "c2_lr", "jobs": [job("bn", 0), job("bn", 1), job("none", 0)]},
+             {"experiment": "c5_dropout", "jobs": [job("bn", 0), job("none", 0)]}]
     # one measured run: 10 ms/step, 40 steps in 1.4 s -> 1.0 s fixed per run; the experiment's process: +2 s
     suite = [{"kind": "suite", "experiment": "c2_lr", "status": "completed", "wall_s": 3.4,
               "runs": [{"overrides": ["model.norm=bn"], "status": "completed", "steps": 40, "wall_s": 1.4,
                         "step_s": 0.01}]}]
+    # c5: the no-BN run diverged at its first evaluation (no steady interval): it takes the BN run's rates
+    suite.append({"kind": "suite", "experiment": "c5_dropout", "status": "completed", "wall_s": 2.8, "runs": [
+        {"overrides": ["model.norm=bn"], "status": "completed", "steps": 40, "wall_s": 1.4, "step_s": 0.01,
+         "steady": True},
+        {"overrides": ["model.norm=none"], "status": "diverged", "steps": 20, "wall_s": 1.0, "step_s": 0.05,
+         "steady": False}]})
     ratio = [{"kind": "ratio", "trainer_img_s": 5000.0}]  # fallback: 100 / 5000 = 20 ms/step, no fixed cost
     parallel = [{"k": 1, "img_s": 1000.0}, {"k": 4, "img_s": 2500.0}]
     est = gc.estimate(count, suite, ratio, parallel)
     evals = 2 * 300 / 100 / 3  # two evaluations of 300 images, a third of a step per 100 images
     measured = 1.0 + 1000 * 0.01 + evals * 0.01
     fallback = 1000 * 0.02 + evals * 0.02
-    assert est["runs"] == 3 and est["fallbacks"] == 1 and est["missing"] == 0
-    assert est["gpu_hours"] == pytest.approx((2.0 + 2 * measured + fallback) / 3600)
+    assert est["runs"] == 5 and est["fallbacks"] == 1 and est["missing"] == 0
+    assert est["per_experiment_h"]["c2_lr"] == pytest.approx((2.0 + 2 * measured + fallback) / 3600)
+    assert est["per_experiment_h"]["c5_dropout"] == pytest.approx((0.4 + 2 * measured) / 3600)
+    assert est["gpu_hours"] == pytest.approx(sum(est["per_experiment_h"].values()))
     assert est["best_k"] == 4 and est["gpu_hours_parallel"] == pytest.approx(est["gpu_hours"] / 2.5)
 
 
