@@ -9,7 +9,7 @@ RUNS    ?= runs/$(SCALE)
 OUT     ?= results/$(SCALE)
 export WANDB_MODE ?= offline
 
-.PHONY: help env reproduce report test test-all bench clean
+.PHONY: help env reproduce report test test-all bench gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -36,6 +36,13 @@ test-all: $(STAMP)  ## every test, slow ones included
 
 bench: $(STAMP)  ## speed benchmarks, written to results/bench
 	PATH=$(abspath $(BIN)):$$PATH scripts/bench.sh
+
+# gpu-check runs with GPU_CHECK_PYTHON, or PY when given on the command line or in the environment (a machine's
+# own python with its CUDA torch, our pure-Python dependencies on PYTHONPATH): then no .venv is built.
+GPU_CHECK_PYTHON ?= $(if $(filter command line environment,$(origin PY)),$(PY))
+GPU_CHECK_ARGS ?=
+gpu-check: $(if $(GPU_CHECK_PYTHON),,$(STAMP))  ## CUDA tests + GPU benchmarks in <= 6 min -> results/bench/gpu.md (CPU: skips)
+	PYTHONPATH=$(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH)) $(or $(GPU_CHECK_PYTHON),$(BIN)/python) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:  ## remove the environment and all run outputs (not results/)
 	rm -rf $(VENV) outputs multirun runs wandb .pytest_cache

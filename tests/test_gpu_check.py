@@ -1,0 +1,105 @@
+"""scripts/gpu_check.py on the CPU: the sweep expansion and run count, the GPU-hours estimate, the markdown
+writer, and the no-CUDA path end to end (it says so in one line and exits 0)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import gpu_check as gc  # noqa: E402
+
+
+def test_expand_sweep_is_hydras_cartesian_product():
+    jobs = gc.expand_sweep({"model.norm": "bn,none", "optim.lr_mult": "1,5,30", "seed": "range(0,3)",
+                            "trainer.batch_size": 64})
+    assert len(jobs) == 2 * 3 * 3
+    assert jobs[0] == ["model.norm=bn", "optim.lr_mult=1", "seed=0", "trainer.batch_size=64"]
+    assert ["model.norm=none", "optim.lr_mult=30", "seed=2", "trainer.batch_size=64"] in jobs
+    assert gc.expand_sweep({}) == [[]]
+
+
+def test_suite_jobs_compose_each_run_of_the_cifar_scale():
+    jobs = gc.suite_jobs("cifar", ["c2_lr", "c6_init"])
+    # c2: norm x lr_mult x seeds; c6: its cifar file sweeps model.init_scale instead of the MLP's init_std
+    seeds = {j["seed"] for j in jobs["c2_lr"]}
+    assert len(jobs["c2_lr"]) == 2 * 3 * len(seeds) and 0 in seeds
+    assert all(j["model"] == "resnet_cifar" and j["max_steps"] == 64000 and j["batch_size"] == 128
+               for j in jobs["c2_lr"])
+    assert any("model.init_scale=10.0" in j["overrides"] for j in jobs["c6_init"])
+
+
+def test_estimate_extrapolates_measured_runs_and_falls_back():
+    job = lambda norm, seed, steps=1000: {"overrides": [f"model.norm={norm}", f"seed={seed}"], "seed": seed,
+                                          "model": "resnet_cifar", "max_steps": steps, "batch_size": 100,
+                                          "eval_every": 500, "eval_examples": 300}
+    count = [{"experiment": "c2_lr", "jobs": [job("bn", 0), job("bn", 1), job("none", 0)]},
+             {"experiment": "c5_dropout", "jobs": [job("bn", 0), job("none", 0)]}]
+    # one measured run: 10 ms/step, 40 steps in 1.4 s -> 1.0 s fixed per run; the experiment's process: +2 s
+    suite = [{"kind": "suite", "experiment": "c2_lr", "status": "completed", "wall_s": 3.4,
+              "runs": [{"overrides": ["model.norm=bn"], "status": "completed", "steps": 40, "wall_s": 1.4,
+                        "step_s": 0.01}]}]
+    # c5: the no-BN run diverged at its first evaluation (no steady interval): it takes the BN run's rates
+    suite.append({"kind": "suite", "experiment": "c5_dropout", "status": "completed", "wall_s": 2.8, "runs": [
+        {"overrides": ["model.norm=bn"], "status": "completed", "steps": 40, "wall_s": 1.4, "step_s": 0.01,
+         "steady": True},
+        {"overrides": ["model.norm=none"], "status": "diverged", "steps": 20, "wall_s": 1.0, "step_s": 0.05,
+         "steady": False}]})
+    ratio = [{"kind": "ratio", "trainer_img_s": 5000.0}]  # fallback: 100 / 5000 = 20 ms/step, no fixed cost
+    parallel = [{"k": 1, "img_s": 1000.0}, {"k": 4, "img_s": 2500.0}]
+    est = gc.estimate(count, suite, ratio, parallel)
+    evals = 2 * 300 / 100 / 3  # two evaluations of 300 images, a third of a step per 100 images
+    measured = 1.0 + 1000 * 0.01 + evals * 0.01
+    fallback = 1000 * 0.02 + evals * 0.02
+    assert est["runs"] == 5 and est["fallbacks"] == 1 and est["missing"] == 0
+    assert est["per_experiment_h"]["c2_lr"] == pytest.approx((2.0 + 2 * measured + fallback) / 3600)
+    assert est["per_experiment_h"]["c5_dropout"] == pytest.approx((0.4 + 2 * measured) / 3600)
+    assert est["gpu_hours"] == pytest.approx(sum(est["per_experiment_h"].values()))
+    assert est["best_k"] == 4 and est["gpu_hours_parallel"] == pytest.approx(est["gpu_hours"] / 2.5)
+
+
+def test_render_writes_every_section_with_the_device_named():
+    info = {"device": "NVIDIA H100 80GB HBM3", "torch": "2.11.0", "cuda": "13.0", "cudnn": 91000, "python": "3.12.3",
+            "cpus": 16, "date": "2026-11-26 00:00 UTC", "budget": 330}
+    results = {
+        "status": {"tests": {"status": "ok", "seconds": 50.0}, "throughput": {"status": "cut", "seconds": 85.0}},
+        "tests": "tests/test_cuda.py::test_gpu_crop_flip_equals_cpu PASSED\n1 passed",
+        "throughput": [
+            {"kind": "throughput", "model": "resnet50", "batch": 128, "shape": [3, 224, 224], "variant": "fp32",
+             "img_s": 1000.0},
+            {"kind": "throughput", "model": "resnet50", "batch": 128, "shape": [3, 224, 224], "variant": "cl-bf16",
+             "img_s": 3000.0},
+            {"kind": "ratio", "model": "resnet20", "batch": 128, "round": 0, "trainer_img_s": 9000.0,
+             "bare_img_s": 10000.0, "ratio": 1.111},
+            {"kind": "error", "case": "resnet50 compiled", "error": "RuntimeError: boom"}],
+        "suite": [{"kind": "suite", "experiment": "c2_lr", "status": "completed", "wall_s": 12.0,
+                   "runs": [{"overrides": [], "status": "completed", "steps": 40, "wall_s": 1.0, "step_s": 0.004}]}],
+        "parallel": [{"k": 1, "img_s": 20000.0, "per_run_img_s": 20000.0}, {"k": 2, "status": "not run (budget)"}],
+        "estimate": {"runs": 18, "gpu_hours": 2.5, "gpu_hours_parallel": 1.0, "best_k": 4, "parallel_gain": 2.5,
+                     "fallbacks": 0, "missing": 0, "per_experiment_h": {"c2_lr": 2.5}},
+    }
+    md = gc.render(info, results)
+    for text in ("NVIDIA H100 80GB HBM3", "| resnet50 | 128 | 3x224x224 | 1,000 | 3,000 | - | 3.00x | - |",
+                 "**1.11x**", "failed: resnet50 compiled", "NVIDIA DeepLearningExamples", "3,000 img/s (resnet50",
+                 "| c2_lr | 1 | completed | 12.0 | 4.0 | 4.0 |", "| 1 | 20,000 | 20,000 | 1.00x |",
+                 "| 2 | not run (budget) |", "**2.5 GPU-hours** for 18 runs", "| suite | pending | 0 |",
+                 "test_gpu_crop_flip_equals_cpu PASSED"):
+        assert text in md, text
+    assert gc.render(info, {}).count("not run") >= 2  # nothing measured yet: still a complete page
+
+
+def test_no_cuda_path_says_so_and_exits_0(tmp_path):
+    out = tmp_path / "gpu.md"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--experiments", "c4_drift",
+                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("gpu-check: no CUDA device")
+    assert "SCALE=cifar configures" in done.stdout and "CPU sample resnet20" in done.stdout
+    md = out.read_text()
+    assert "| resnet20 | 8 | 3x32x32 |" in md and "| count | ok |" in md
