@@ -217,7 +217,8 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
         device = torch.device("cuda", torch.cuda.current_device())
     threads = torch_threads(t.get("threads", "auto"))
     torch.set_num_threads(threads)
-    torch.backends.cudnn.benchmark = True
+    # benchmark mode picks conv algorithms by timing, run by run: off when the caller asked for determinism
+    torch.backends.cudnn.benchmark = not torch.backends.cudnn.deterministic
     rank, world, main = dist.rank(), dist.world_size(), dist.is_main()
     torch.manual_seed(cfg.seed)
     data = load_data(cfg.data, device)

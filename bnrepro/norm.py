@@ -113,8 +113,9 @@ class GhostBatchNorm(_AnyDimBatchNorm):
     @torch.no_grad()
     def _update_running(self, mean, unbiased_var):
         factor = self._average_factor()
-        self.running_mean.lerp_(mean.mean(0), factor)
-        self.running_var.lerp_(unbiased_var.mean(0), factor)
+        # under bf16 autocast the kernel's statistics come out in bf16; the running buffers stay fp32
+        self.running_mean.lerp_(mean.mean(0).to(self.running_mean.dtype), factor)
+        self.running_var.lerp_(unbiased_var.mean(0).to(self.running_var.dtype), factor)
 
 
 class BatchRenorm(GhostBatchNorm):

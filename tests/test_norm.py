@@ -291,3 +291,17 @@ def test_global_bn_matches_global_batch_bn_across_two_processes():
         torch.testing.assert_close(param_grads, torch.stack([ref.weight.grad, ref.bias.grad]), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(mean, ref.running_mean, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(var, ref.running_var, atol=1e-5, rtol=1e-5)
+
+
+def test_ghost_bn_running_stats_stay_fp32_when_batch_stats_are_bf16():
+    """Under CUDA bf16 autocast the fused kernel returns bf16 sub-batch statistics (seen on an H200 in
+    `make gpu-check`: lerp_ refused the dtype); the fp32 running buffers take them cast."""
+    from bnrepro.norm import GhostBatchNorm
+
+    m = GhostBatchNorm(3, ghost_batch=2)
+    mean = torch.tensor([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0]], dtype=torch.bfloat16)
+    var = torch.full((2, 3), 4.0, dtype=torch.bfloat16)
+    m._update_running(mean, var)
+    assert m.running_mean.dtype == torch.float32
+    torch.testing.assert_close(m.running_mean, torch.tensor([0.2, 0.3, 0.4]))  # 0.9 * 0 + 0.1 * mean of the two
+    torch.testing.assert_close(m.running_var, torch.tensor([1.3, 1.3, 1.3]))  # 0.9 * 1 + 0.1 * 4
