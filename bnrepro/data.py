@@ -276,7 +276,8 @@ class TensorLoader:
         return {"generator": self.generator.get_state(), "position": self.position, "order": self.order}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        # a checkpoint loaded with map_location="cuda" brings the state back on the GPU; generators take CPU bytes
+        self.generator.set_state(state["generator"].cpu())
         self.position = state["position"]
         self.order = None if state["order"] is None else state["order"].to(self.x.device)
 
