@@ -5,13 +5,16 @@ import math
 
 from torch import nn
 
+from bnrepro import ConfigError
 from bnrepro.models.common import activation
-from bnrepro.norm import Norm
+from bnrepro.norm import IN_ON_FEATURES, Norm
 
 
 class MLP(nn.Sequential):
     def __init__(self, in_shape, num_classes: int, norm: Norm, hidden=(100, 100, 100), act: str = "sigmoid",
                  dropout: float = 0.0, init_std: float = 0.1):
+        if norm.kind == "in":  # checked here: a (N, C) input is all a fully connected layer's norm ever sees
+            raise ConfigError(IN_ON_FEATURES)
         layers, width = [nn.Flatten()], math.prod(in_shape)
         for h in hidden:
             # a norm after the linear layer makes its bias redundant (the paper drops it)
