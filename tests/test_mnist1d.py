@@ -127,6 +127,12 @@ def test_resnet_cifar_refuses_flat_inputs():
         build_model({"name": "resnet_cifar", "depth": 8}, (40,), 10)
 
 
+@pytest.mark.parametrize("family", ["inception_bn", "inception", "resnet"])
+def test_image_only_families_name_the_fix_for_sequences(family):
+    with pytest.raises(ConfigError, match=f"model={family} takes .C, H, W. images.*use model=resnet_cifar"):
+        build_model({"name": family}, (1, 40), 10)
+
+
 def test_30_step_1d_resnet_run(tmp_path):
     cfg = compose_cfg("data=mnist1d", f"data.num_samples={SMALL * 2}", f"data.cache_dir={tmp_path / 'cache'}",
                       "model=resnet_cifar", "model.depth=8", "model.width=8", "trainer.batch_size=32",

@@ -32,6 +32,13 @@ def conv_norm_act(cin: int, cout: int, kernel: int, norm: Norm, act: str, stride
     return nn.Sequential(*conv_norm(cin, cout, kernel, norm, stride, dims), activation(act))
 
 
+def require_images(in_shape, family: str) -> None:
+    """The 2-D-only families refuse other inputs with the fix, rather than failing inside a conv."""
+    if len(in_shape) != 3:
+        raise ConfigError(f"model={family} takes (C, H, W) images, got input shape {tuple(in_shape)}: for "
+                          "sequences (data=mnist1d) use model=resnet_cifar (its 1-D variant) or model=mlp")
+
+
 def init_weights(model: nn.Module, init_scale: float = 1.0) -> None:
     """Kaiming-normal convs in fan_in mode, which keeps the forward signal's scale through a net without norms
     (fan_out, torchvision's and timm's choice, inflates it by cout/cin at every 1x1 reduction), torch's default
