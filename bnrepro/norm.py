@@ -118,21 +118,36 @@ class GhostBatchNorm(_AnyDimBatchNorm):
         self.running_var.lerp_(unbiased_var.mean(0).to(self.running_var.dtype), factor)
 
 
+def _ramp(step: float, start: float, end: float) -> float:
+    """0 up to `start`, then linearly to 1 at `end`, 1 after (a step function at `start` when end <= start)."""
+    if step >= end:
+        return 1.0
+    return 0.0 if step <= start else (step - start) / (end - start)
+
+
 class BatchRenorm(GhostBatchNorm):
     """Batch Renormalization (Ioffe 2017): x_hat = (x - mu_B) / sigma_B * r + d with r = sigma_B / sigma and
     d = (mu_B - mu) / sigma clipped to [1/r_max, r_max] and [-d_max, d_max] and treated as constants.
-    r_max ramps linearly 1 -> r_max and d_max 0 -> d_max over `warmup` training steps (0: no ramp), counted
-    by `num_batches_tracked`. Honors `ghost_batch` so it can be studied at small normalization batches."""
+    Honors `ghost_batch` so it can be studied at small normalization batches.
+
+    The clipping limits follow the paper's schedule (section 4.1): plain BN (r_max = 1, d_max = 0) for the
+    first `hold` training steps, "after which these were gradually relaxed to reach r_max = 3 at 40k steps, and
+    d_max = 5 at 25k steps": r_max ramps linearly from 1 at `hold` to `r_max` at step `r_max_at`, d_max from 0
+    at `hold` to `d_max` at `d_max_at` (the paper says "gradually"; linear is our choice). Steps are counted by
+    `num_batches_tracked`, so they survive a checkpoint. The class defaults (all 0) apply the full limits from
+    the first step; `Norm` passes the paper's schedule (model.brn_hold, brn_rmax_at, brn_dmax_at)."""
 
     def __init__(self, num_features: int, ghost_batch: int = 0, r_max: float = 3.0, d_max: float = 5.0,
-                 warmup: int = 0, **kw):
+                 hold: int = 0, r_max_at: int = 0, d_max_at: int = 0, **kw):
         super().__init__(num_features, ghost_batch, **kw)
-        self.r_max, self.d_max, self.warmup = r_max, d_max, warmup
+        self.r_max, self.d_max = r_max, d_max
+        self.hold, self.r_max_at, self.d_max_at = hold, r_max_at, d_max_at
 
     def limits(self) -> tuple[float, float]:
-        """The current (r_max, d_max) of the ramp."""
-        done = 1.0 if self.warmup <= 0 else min(1.0, float(self.num_batches_tracked) / self.warmup)
-        return 1.0 + (self.r_max - 1.0) * done, self.d_max * done
+        """The current (r_max, d_max) of the schedule."""
+        step = float(self.num_batches_tracked)
+        return (1.0 + (self.r_max - 1.0) * _ramp(step, self.hold, self.r_max_at),
+                self.d_max * _ramp(step, self.hold, self.d_max_at))
 
     def _batch_forward(self, x, ghost: int):
         x_hat, mean, var = self._normalize_sub_batches(x, ghost, None, None)
@@ -212,9 +227,24 @@ class GlobalBatchNorm(_AnyDimBatchNorm):
         return centered * scale.reshape(shape) + self.bias.reshape(shape)
 
 
+IN_ON_FEATURES = ("model.norm=in normalizes each channel over its spatial positions, which a fully connected "
+                  "layer has none of: use model.norm=ln or gn")
+
+
+class SequenceInstanceNorm(nn.InstanceNorm1d):
+    """IN for (N, C, L) sequences. torch's InstanceNorm1d would read an (N, C) input as one unbatched (C, L)
+    example and quietly normalize across the batch; refuse that instead."""
+
+    def forward(self, x):
+        if x.dim() != 3:
+            raise ConfigError(IN_ON_FEATURES)
+        return super().forward(x)
+
+
 @dataclass(frozen=True)
 class Norm:
-    """Builds the normalization layer for `channels` features of a 1d (MLP) or 2d (conv) input.
+    """Builds the normalization layer for `channels` channels. `dim` follows torch's BatchNorm1d/2d: 1 takes
+    (N, C) features (MLP) and (N, C, L) sequences (1-D conv nets), 2 takes (N, C, H, W) feature maps.
 
     `ghost_batch` is honored by ghost_bn and brn and ignored by the other norms, so one sweep can cross norms
     with normalization batch sizes."""
@@ -226,7 +256,10 @@ class Norm:
     ghost_batch: int = 0
     brn_rmax: float = 3.0
     brn_dmax: float = 5.0
-    brn_warmup: int = 5000
+    brn_hold: int = 5000          # Batch Renorm paper: plain BN for the first 5k steps,
+    brn_rmax_at: int = 40000      # r_max reaches brn_rmax at 40k steps,
+    brn_dmax_at: int = 25000      # d_max reaches brn_dmax at 25k steps
+    brn_warmup: int | None = None  # set: the schedule above scaled so that it ends at this step (short runs)
     noise_mean: float = 0.5
     noise_std: float = 0.5
 
@@ -240,6 +273,20 @@ class Norm:
         if self.brn_rmax < 1 or self.brn_dmax < 0:
             raise ConfigError(f"model.brn_rmax={self.brn_rmax}, model.brn_dmax={self.brn_dmax}: "
                               f"set model.brn_rmax >= 1 and model.brn_dmax >= 0")
+        if min(self.brn_schedule()) < 0 or (self.brn_warmup is not None and self.brn_warmup < 0):
+            raise ConfigError(f"model.brn_hold={self.brn_hold}, brn_rmax_at={self.brn_rmax_at}, brn_dmax_at="
+                              f"{self.brn_dmax_at}, brn_warmup={self.brn_warmup}: set steps >= 0 (brn_warmup: "
+                              "null for the absolute schedule)")
+
+    def brn_schedule(self) -> tuple[int, int, int]:
+        """Batch Renorm's (hold, r_max_at, d_max_at) in training steps. With model.brn_warmup set, the paper's
+        5k/40k/25k shape is kept and scaled so that r_max arrives at step brn_warmup: a short run (cpu scale)
+        gets the same hold-then-relax sequence in proportion to its length rather than a schedule it never
+        reaches."""
+        if self.brn_warmup is None:
+            return self.brn_hold, self.brn_rmax_at, self.brn_dmax_at
+        scale = self.brn_warmup / max(self.brn_rmax_at, 1)
+        return round(self.brn_hold * scale), self.brn_warmup, round(self.brn_dmax_at * scale)
 
     @property
     def enabled(self) -> bool:
@@ -250,14 +297,14 @@ class Norm:
         if not self.enabled:
             raise ValueError("Norm('none') builds no layer: check `norm.enabled` first")
         if dim not in (1, 2):
-            raise ValueError(f"dim is 1 (features) or 2 (feature maps), got {dim}")
+            raise ValueError(f"dim is 1 (features or sequences) or 2 (feature maps), got {dim}")
         bn = dict(eps=self.eps, momentum=self.momentum)
         if self.kind == "bn":
             return (nn.BatchNorm1d if dim == 1 else nn.BatchNorm2d)(channels, **bn)
         if self.kind == "ghost_bn":
             return GhostBatchNorm(channels, self.ghost_batch, **bn)
         if self.kind == "brn":
-            return BatchRenorm(channels, self.ghost_batch, self.brn_rmax, self.brn_dmax, self.brn_warmup, **bn)
+            return BatchRenorm(channels, self.ghost_batch, self.brn_rmax, self.brn_dmax, *self.brn_schedule(), **bn)
         if self.kind == "noisy_bn":
             return NoisyBatchNorm(channels, self.noise_mean, self.noise_std, **bn)
         if self.kind == "frozen_bn":
@@ -267,11 +314,12 @@ class Norm:
                 raise ConfigError(f"model.norm_groups={self.groups} does not divide a layer's {channels} channels: "
                                   f"set model.norm_groups to a divisor of every layer's width")
             return nn.GroupNorm(self.groups, channels, eps=self.eps)
-        if self.kind == "ln":  # the GN paper's LN: one group over (C, H, W), per-channel gamma and beta
-            return nn.LayerNorm(channels, eps=self.eps) if dim == 1 else nn.GroupNorm(1, channels, eps=self.eps)
-        if dim == 1:  # "in"
-            raise ConfigError("model.norm=in normalizes each channel over its spatial positions, which a fully "
-                              "connected layer has none of: use model.norm=ln or gn")
+        if self.kind == "ln":
+            # the GN paper's LN: one group over all of an example's (C, ...) values, per-channel gamma and beta;
+            # on (N, C) features the same map as nn.LayerNorm(C), and it also takes (N, C, L) sequences
+            return nn.GroupNorm(1, channels, eps=self.eps)
+        if dim == 1:  # "in" on sequences
+            return SequenceInstanceNorm(channels, eps=self.eps, affine=True)
         return nn.InstanceNorm2d(channels, eps=self.eps, affine=True)
 
 

@@ -1,7 +1,9 @@
 """Optimizer and learning-rate schedule, built from `cfg.optim` and `cfg.schedule`.
 
 The schedule is a torch LR scheduler stepped once per training step. Its lengths are fractions of
-trainer.max_steps, so one schedule file serves every scale.
+trainer.max_steps, so one schedule file serves every scale; the exponential decay can instead take an absolute
+period (schedule.decay_every_steps), as the paper's ImageNet recipe does, so cutting a run short does not
+squeeze its schedule.
 """
 from __future__ import annotations
 
@@ -63,10 +65,12 @@ def _main_schedule(cfg, optimizer, steps: int) -> lr_scheduler.LRScheduler:
         return lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.gamma)
     if name == "exponential":
         # lr * decay_rate ** (step / period): the paper's exponential decay (GoogLeNet's 4% per 8 epochs);
-        # decay_speedup=6 is its "6x faster" (section 4.2.1)
-        period = cfg.decay_every_frac * steps / cfg.get("decay_speedup", 1.0)
+        # decay_speedup=6 is its "6x faster" (section 4.2.1). The period is absolute when decay_every_steps is
+        # set, else a fraction of the run
+        every = cfg.get("decay_every_steps") or cfg.decay_every_frac * steps
+        period = every / cfg.get("decay_speedup", 1.0)
         if not period > 0:
-            raise ConfigError("schedule.decay_every_frac and decay_speedup must be positive")
+            raise ConfigError("schedule.decay_every_steps (or decay_every_frac) and decay_speedup must be positive")
         if cfg.get("staircase", False):
             return lr_scheduler.StepLR(optimizer, step_size=max(1, round(period)), gamma=cfg.decay_rate)
         return lr_scheduler.ExponentialLR(optimizer, gamma=cfg.decay_rate ** (1.0 / period))

@@ -129,7 +129,7 @@ def test_cifar_missing_names_path_and_layout(tmp_path, name, folder):
 
 
 def test_unknown_dataset():
-    with pytest.raises(ConfigError, match="choose data=<one of digits, mnist, cifar10, cifar100, imagenet>"):
+    with pytest.raises(ConfigError, match="choose data=<one of digits, mnist, mnist1d, cifar10, cifar100, imagenet>"):
         load_data(cfg(name="svhn"))
 
 

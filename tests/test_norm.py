@@ -49,11 +49,14 @@ def run_twins(a: nn.Module, b: nn.Module, x: torch.Tensor, steps: int = 3):
 @pytest.mark.parametrize("dim", [1, 2])
 def test_every_norm_builds_and_runs(kind, dim):
     norm = Norm(kind, groups=3, ghost_batch=4)
-    if kind == "in" and dim == 1:
-        with pytest.raises(ConfigError, match="model.norm=ln or gn"):
-            norm(6, dim)
-        return
     layer = norm(6, dim)
+    if kind == "in" and dim == 1:  # IN at dim 1 takes (N, C, L) sequences and refuses (N, C) features
+        with pytest.raises(ConfigError, match="model.norm=ln or gn"):
+            layer(randn(*SHAPES[1]))
+        x = randn(8, 6, 5).requires_grad_()
+        layer(x).square().sum().backward()
+        assert torch.isfinite(x.grad).all()
+        return
     x = randn(*SHAPES[dim]).requires_grad_()
     y = layer(x)
     y.square().sum().backward()
@@ -115,14 +118,44 @@ def test_brn_applies_clipped_r_and_d_as_constants():
     assert (r != 1).any() and (d.abs() == 0.5).any()  # the clipping is exercised
 
 
-def test_brn_ramps_its_limits_over_warmup():
-    brn = BatchRenorm(4, r_max=3.0, d_max=5.0, warmup=10)
-    assert brn.limits() == (1.0, 0.0)
-    for _ in range(5):
+def limits_at(brn, step):
+    brn.num_batches_tracked.fill_(step)
+    return tuple(round(v, 6) for v in brn.limits())
+
+
+def test_brn_follows_the_papers_schedule():
+    """Batch Renorm paper, sec. 4.1: r_max = 1, d_max = 0 for the first 5k steps, then relaxed to reach r_max = 3
+    at 40k steps and d_max = 5 at 25k (linearly here). Values by hand: at 15k, r_max has done 10/35 of its ramp
+    (1 + 2 * 10/35) and d_max half of its (5 * 10/20)."""
+    brn = Norm("brn")(4, dim=1)  # the factory's defaults are the paper's
+    assert (brn.hold, brn.r_max_at, brn.d_max_at) == (5000, 40000, 25000)
+    assert limits_at(brn, 0) == (1.0, 0.0)
+    assert limits_at(brn, 5000) == (1.0, 0.0)
+    assert limits_at(brn, 15000) == (round(1 + 2 * 10 / 35, 6), 2.5)
+    assert limits_at(brn, 25000) == (round(1 + 2 * 20 / 35, 6), 5.0)
+    assert limits_at(brn, 40000) == (3.0, 5.0)
+    assert limits_at(brn, 10 ** 6) == (3.0, 5.0)
+    brn.num_batches_tracked.zero_()
+    for _ in range(3):  # training forwards count the steps
         brn(randn(4, 4))
-    assert brn.limits() == (2.0, 2.5)
-    brn.num_batches_tracked.fill_(100)
+    assert int(brn.num_batches_tracked) == 3 and brn.limits() == (1.0, 0.0)
+
+
+def test_brn_warmup_scales_the_papers_schedule_to_a_short_run():
+    """model.brn_warmup=400: the 5k/40k/25k shape scaled by 400/40k: hold 50, d_max at 250, r_max at 400."""
+    brn = Norm("brn", brn_warmup=400)(4, dim=2)
+    assert (brn.hold, brn.r_max_at, brn.d_max_at) == (50, 400, 250)
+    assert limits_at(brn, 50) == (1.0, 0.0)
+    assert limits_at(brn, 150) == (round(1 + 2 * 100 / 350, 6), 2.5)
+    assert limits_at(brn, 250) == (round(1 + 2 * 200 / 350, 6), 5.0)
+    assert limits_at(brn, 400) == (3.0, 5.0)
+
+
+def test_brn_without_a_schedule_clips_fully_from_the_start():
+    brn = BatchRenorm(4, r_max=3.0, d_max=5.0)
     assert brn.limits() == (3.0, 5.0)
+    with pytest.raises(ConfigError, match="set steps >= 0"):
+        Norm("brn", brn_hold=-1)
 
 
 @pytest.mark.parametrize("kind", ["bn", "ghost_bn", "brn"])

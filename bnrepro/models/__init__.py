@@ -13,6 +13,7 @@ from bnrepro.norm import Norm
 # model config keys that describe the norm rather than the architecture
 NORM_KEYS = {"norm": "kind", "norm_momentum": "momentum", "norm_eps": "eps", "norm_groups": "groups",
              "ghost_batch": "ghost_batch", "brn_rmax": "brn_rmax", "brn_dmax": "brn_dmax",
+             "brn_hold": "brn_hold", "brn_rmax_at": "brn_rmax_at", "brn_dmax_at": "brn_dmax_at",
              "brn_warmup": "brn_warmup", "noise_mean": "noise_mean", "noise_std": "noise_std"}
 # config keys that only name or annotate the model
 META_KEYS = ("_target_", "name", "norm_sync")

@@ -15,16 +15,28 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def conv_norm(cin: int, cout: int, kernel: int, norm: Norm, stride: int = 1) -> nn.Sequential:
-    """A conv followed by the norm; the conv keeps its bias only when there is no norm to absorb it."""
-    layers = [nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, bias=not norm.enabled)]
+CONVS = {1: nn.Conv1d, 2: nn.Conv2d}  # by the number of spatial axes: (N, C, L) sequences, (N, C, H, W) images
+
+
+def conv_norm(cin: int, cout: int, kernel: int, norm: Norm, stride: int = 1, dims: int = 2) -> nn.Sequential:
+    """A conv over `dims` spatial axes followed by the norm; the conv keeps its bias only when there is no norm
+    to absorb it."""
+    layers = [CONVS[dims](cin, cout, kernel, stride, padding=kernel // 2, bias=not norm.enabled)]
     if norm.enabled:
-        layers.append(norm(cout, dim=2))
+        layers.append(norm(cout, dim=dims))
     return nn.Sequential(*layers)
 
 
-def conv_norm_act(cin: int, cout: int, kernel: int, norm: Norm, act: str, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(*conv_norm(cin, cout, kernel, norm, stride), activation(act))
+def conv_norm_act(cin: int, cout: int, kernel: int, norm: Norm, act: str, stride: int = 1,
+                  dims: int = 2) -> nn.Sequential:
+    return nn.Sequential(*conv_norm(cin, cout, kernel, norm, stride, dims), activation(act))
+
+
+def require_images(in_shape, family: str) -> None:
+    """The 2-D-only families refuse other inputs with the fix, rather than failing inside a conv."""
+    if len(in_shape) != 3:
+        raise ConfigError(f"model={family} takes (C, H, W) images, got input shape {tuple(in_shape)}: for "
+                          "sequences (data=mnist1d) use model=resnet_cifar (its 1-D variant) or model=mlp")
 
 
 def init_weights(model: nn.Module, init_scale: float = 1.0) -> None:
@@ -32,7 +44,7 @@ def init_weights(model: nn.Module, init_scale: float = 1.0) -> None:
     (fan_out, torchvision's and timm's choice, inflates it by cout/cin at every 1x1 reduction), torch's default
     linear layers, zero biases; then every conv and linear weight times `init_scale` (model.init_scale, C6)."""
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -43,5 +55,5 @@ def scale_weights(model: nn.Module, init_scale: float) -> None:
     if init_scale <= 0:
         raise ConfigError(f"model.init_scale={init_scale}: set a positive multiplier of the default init")
     for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             m.weight.data.mul_(init_scale)

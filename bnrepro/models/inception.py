@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from bnrepro import ConfigError
-from bnrepro.models.common import activation, conv_norm_act, init_weights
+from bnrepro.models.common import activation, conv_norm_act, init_weights, require_images
 from bnrepro.norm import Norm
 
 
@@ -78,12 +78,14 @@ def local_response_norm() -> nn.LocalResponseNorm:
 
 
 class InceptionNet(nn.Sequential):
+    FAMILY = ""  # the model config's name, for error messages
     LAYOUT: tuple = ()
     DOUBLE_3X3 = True
     SEPARABLE_STEM = True
 
     def __init__(self, in_shape, num_classes: int, norm: Norm, act: str, dropout: float, init_scale: float,
                  stem: str, width_mult: float, lrn: bool):
+        require_images(in_shape, self.FAMILY)
         if stem not in STEMS:
             raise ConfigError(f"unknown model.stem '{stem}': choose one of {', '.join(STEMS)}")
         if width_mult <= 0:
@@ -137,6 +139,7 @@ class BNInception(InceptionNet):
     of section 4.2.2 ("the network described at the beginning of section 4.2", before the 4.2.1 changes);
     act=sigmoid gives BN-x5-Sigmoid."""
 
+    FAMILY = "inception_bn"
     LAYOUT = BN_INCEPTION
 
     def __init__(self, in_shape, num_classes: int, norm: Norm, act: str = "relu", dropout: float = 0.0,
@@ -148,6 +151,7 @@ class GoogLeNet(InceptionNet):
     """The GoogLeNet layout (5x5 branches, max-pool projections, pooling between stages), with LRN and 40%
     dropout on by default as in Szegedy et al. 2014; no auxiliary classifiers."""
 
+    FAMILY = "inception"
     LAYOUT = GOOGLENET
     DOUBLE_3X3 = False
     SEPARABLE_STEM = False

@@ -7,7 +7,7 @@ from torch import nn
 
 from bnrepro import ConfigError
 from bnrepro.models.common import activation
-from bnrepro.norm import Norm
+from bnrepro.norm import IN_ON_FEATURES, Norm
 
 
 class MLP(nn.Sequential):
@@ -15,6 +15,8 @@ class MLP(nn.Sequential):
                  dropout: float = 0.0, init_std: float = 0.1, init: str = "normal"):
         if init not in INITS:
             raise ConfigError(f"unknown model.init '{init}': set it to one of {', '.join(INITS)}")
+        if norm.kind == "in":  # checked here: a (N, C) input is all a fully connected layer's norm ever sees
+            raise ConfigError(IN_ON_FEATURES)
         layers, width = [nn.Flatten()], math.prod(in_shape)
         for h in hidden:
             # a norm after the linear layer makes its bias redundant (the paper drops it)

@@ -7,7 +7,7 @@ from timm.models.resnet import ResNet as TimmResNet
 from torch import nn
 
 from bnrepro import ConfigError
-from bnrepro.models.common import activation, init_weights
+from bnrepro.models.common import activation, init_weights, require_images
 from bnrepro.norm import Norm
 
 ARCHS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet50": (Bottleneck, (3, 4, 6, 3))}
@@ -18,6 +18,7 @@ class ResNet(TimmResNet):
                  init_scale: float = 1.0, arch: str = "resnet50", zero_init_residual: bool = False):
         if arch not in ARCHS:
             raise ConfigError(f"unknown model.arch '{arch}': choose one of {', '.join(ARCHS)}")
+        require_images(in_shape, "resnet")
         activation(act)  # fail early on an unknown name
 
         def norm_layer(channels, **_):  # timm passes device/dtype

@@ -1,5 +1,9 @@
 """The CIFAR ResNets of He et al. 2016 (section 4.2): depth 6n+2, stages of 16/32/64 channels at 32/16/8
-pixels, identity shortcuts that subsample and zero-pad channels (option A), global average pooling."""
+pixels, identity shortcuts that subsample and zero-pad channels (option A), global average pooling.
+
+The same family runs on 1-D sequences: a (C, L) input shape (MNIST-1D's (1, 40)) builds Conv1d layers, 1-D
+norms and pooling, stages at L, L/2, L/4 positions; a (C, H, W) shape builds the 2-D net. The rank of the
+input is the only switch, so every claim config can use one model for both kinds of data."""
 from __future__ import annotations
 
 import torch.nn.functional as F
@@ -11,16 +15,19 @@ from bnrepro.norm import Norm
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, norm: Norm, act: str):
+    def __init__(self, cin: int, cout: int, stride: int, norm: Norm, act: str, dims: int = 2):
         super().__init__()
-        self.branch = nn.Sequential(conv_norm_act(cin, cout, 3, norm, act, stride), conv_norm(cout, cout, 3, norm))
+        self.branch = nn.Sequential(conv_norm_act(cin, cout, 3, norm, act, stride, dims),
+                                    conv_norm(cout, cout, 3, norm, dims=dims))
         self.stride, self.pad = stride, cout - cin
         self.act = activation(act)
 
     def forward(self, x):
         shortcut = x
         if self.stride > 1 or self.pad:  # option A: parameter-free, as in the paper's CIFAR experiments
-            shortcut = F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, 0, self.pad))
+            spatial = x.dim() - 2
+            subsampled = x[(slice(None), slice(None)) + (slice(None, None, self.stride),) * spatial]
+            shortcut = F.pad(subsampled, (0, 0) * spatial + (0, self.pad))  # zero channels appended
         return self.act(self.branch(x) + shortcut)
 
     def zero_init_last(self):
@@ -33,15 +40,19 @@ class CifarResNet(nn.Sequential):
                  init_scale: float = 1.0, depth: int = 20, width: int = 16, zero_init_residual: bool = False):
         if depth < 8 or (depth - 2) % 6:
             raise ConfigError(f"model.depth={depth}: CIFAR ResNets have depth 6n+2 (8, 20, 32, 44, 56, 110)")
+        dims = len(in_shape) - 1  # spatial axes: 1 for (C, L) sequences, 2 for (C, H, W) images
+        if dims not in (1, 2):
+            raise ConfigError(f"model=resnet_cifar takes (C, L) sequences or (C, H, W) images, got input shape "
+                              f"{tuple(in_shape)}: use model=mlp for flat feature vectors")
         n = (depth - 2) // 6
-        layers = [conv_norm_act(in_shape[0], width, 3, norm, act)]
+        layers = [conv_norm_act(in_shape[0], width, 3, norm, act, dims=dims)]
         cin = width
         for stage in range(3):
             cout = width * 2 ** stage
             for i in range(n):
-                layers.append(BasicBlock(cin, cout, 2 if stage and i == 0 else 1, norm, act))
+                layers.append(BasicBlock(cin, cout, 2 if stage and i == 0 else 1, norm, act, dims))
                 cin = cout
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        layers += [(nn.AdaptiveAvgPool1d if dims == 1 else nn.AdaptiveAvgPool2d)(1), nn.Flatten()]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(cin, num_classes))
