@@ -22,7 +22,8 @@ SMALL = 400  # examples: 320 train / 80 test, generated in well under a second
 
 def cfg_for(tmp_path, **overrides):
     base = OmegaConf.load(data_module.Path(__file__).resolve().parents[1] / "configs" / "data" / "mnist1d.yaml")
-    return OmegaConf.merge(base, {"num_samples": SMALL, "cache_dir": str(tmp_path), **overrides})
+    # the generator's own train/test split, without the validation split carved from train (tested in test_data)
+    return OmegaConf.merge(base, {"num_samples": SMALL, "cache_dir": str(tmp_path), "val_split": 0, **overrides})
 
 
 def test_shapes_split_and_labels(tmp_path):
