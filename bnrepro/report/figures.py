@@ -11,8 +11,6 @@ import math
 import re
 from pathlib import Path
 
-from matplotlib.ticker import FuncFormatter
-
 from bnrepro.report import style
 from bnrepro.report.claims import PAPER_C1, PAPER_C2, PAPER_C3, PAPER_C5, PAPER_C7, Result
 from bnrepro.report.rules import NOT_RUN
@@ -86,7 +84,7 @@ def _percentiles(ax, pcts: dict, name: str, title: str) -> None:
 
 def _tests(fig, spec, result: Result) -> None:
     """The rule's tests, one small axis per unit: each interval, its threshold(s) dashed, coloured by outcome."""
-    checks = [c for c in result.checks if c["interval"] is not None]
+    checks = result.checks  # a test whose number could not be measured is a row that says so
     units = list(dict.fromkeys(c["unit"] for c in checks)) or ["points"]
     sub = spec.subgridspec(len(units), 1, height_ratios=[max(1, sum(c["unit"] == u for c in checks)) for u in units])
     marks = PAPER_TEST_MARKS.get(result.id, {})
@@ -97,6 +95,15 @@ def _tests(fig, spec, result: Result) -> None:
         xs = []
         for i, c in enumerate(mine):
             iv = c["interval"]
+            if c["key"] in marks:
+                value, text = marks[c["key"]]
+                paper(ax, value, i, label=text)
+                xs.append(value)
+            if iv is None or not math.isfinite(iv["mean"]):
+                ax.text(0.5, i, "not measured (unclear)", transform=ax.get_yaxis_transform(), ha="center",
+                        va="center", fontsize=style.FONT["tick"], color=style.OUTCOME_COLORS["unclear"])
+                xs += [scale * c["threshold"]]
+                continue
             mean = scale * iv["mean"]
             lo, hi = scale * style.finite(iv["lo"], iv["mean"]), scale * style.finite(iv["hi"], iv["mean"])
             if unit == "ratio":  # log axis: a ratio of 0 (never reached) sits at the left edge
@@ -107,18 +114,14 @@ def _tests(fig, spec, result: Result) -> None:
             for t in limits:
                 ax.plot([scale * t] * 2, [i - 0.35, i + 0.35], "k--", lw=1)
             xs += [lo, hi, *(scale * t for t in limits)]
-            if c["key"] in marks:
-                value, text = marks[c["key"]]
-                paper(ax, value, i, label=text)
-                xs.append(value)
         ax.set_yticks(range(len(mine)), [f"[{c['key']}] {c['role']}\n{c['outcome']}" for c in mine])
         ax.set_ylim(len(mine) - 0.4, -0.6)
         if unit == "ratio":
             ax.set_xscale("log")
             ax.set_xlim(min(xs) / 1.5, max(xs) * 1.5)
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+            style.ratio_axis(ax.xaxis)
         else:
-            pad = 0.15 * (max(xs) - min(xs) or 1.0)
+            pad = 0.15 * (max(xs) - min(xs) or 1.0)  # the thresholds are always in xs
             ax.set_xlim(min(xs) - pad, max(xs) + pad)
         ax.set_xlabel({"points": "difference (points)", "ratio": "ratio (log scale)"}.get(unit, "value"))
         ax.grid(False, axis="y")
@@ -237,14 +240,17 @@ def c1(result: Result):
             dot(a, i, row["speedup"], 1.0, col=color(v), offset=-0.12, label="ours (digits)" if i == 1 else None)
         elif v == "Inception":
             a.plot([i - 0.12], [1.0], "o", color=color(v))
-        if row["speedup"] and row["speedup"]["mean"] <= 0 or not row["reached"]:
-            a.annotate("never\nreached", (i, 1.0), xytext=(0, 12), textcoords="offset points", ha="center",
+        gone = "never\nreached" if not row["reached"] else None if row["speedup"] or v == "Inception" else \
+            "not measured:\nsome seeds\nnever reached"
+        if gone:
+            a.annotate(gone, (i, 1.0), xytext=(0, 12), textcoords="offset points", ha="center",
                        fontsize=style.FONT["tick"], color=color(v))
         if row.get("paper_speedup") or v == "Inception":
             paper(a, i + 0.12, row.get("paper_speedup") or 1.0,
                   label=f"paper (ImageNet, steps to {PAPER_C1['target']}%)" if v == "Inception" else "_")
     a.axhline(1.0, color="black", lw=0.8)
     a.set_yscale("log")
+    style.ratio_axis(a.yaxis)
     style.categories(a, [f"{v}\n{ladder[v]['reached']}/{ladder[v]['n']} reached" for v in names], 13)
     a.set_ylabel("speed-up vs Inception (x, log scale)\nsteps(Inception) / steps(arm)")
     a.set_title(f"(a) speed-up to the target {100 * n['target']:.1f}% ({n['split']} accuracy)")

@@ -10,7 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 FONT = {"title": 9, "label": 8, "tick": 7, "legend": 7, "caption": 8, "suptitle": 10}
 plt.rcParams.update({"font.size": FONT["label"], "axes.titlesize": FONT["title"], "axes.labelsize": FONT["label"],
@@ -122,6 +122,13 @@ def zoom(ax, points, unit: str = "%", pad: float = 0.25, label: str | None = Non
     if label is not None:
         out = " (v: below the axis, value shown)" if any(m < bottom for _, m, _, _ in pts) else ""
         ax.set_ylabel(f"{label}\naxis {bottom:.3g} to {top:.3g}{unit if unit == '%' else ''}{out}")
+
+
+def ratio_axis(axis) -> None:
+    """A log axis for ratios, ticked at 1, 2, 5 x 10^k and labelled '2x'."""
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def share_y(*axes) -> None:
