@@ -49,14 +49,17 @@ def _log_x(ax, xs, label: str) -> None:
     ax.set_xlabel(label)
 
 
-def _lines(ax, series: dict[str, list[tuple[float, dict]]], scale: float = 100.0, diverged: dict | None = None):
-    """Mean +- 95% interval per x for each norm, joined by a line; returns the plotted points for zoom."""
+def _lines(ax, series: dict[str, list[tuple[float, dict]]], scale: float = 100.0, dodge: float = 1.0):
+    """Mean +- 95% interval per x for each norm, joined by a line; returns the plotted points for zoom. dodge > 1
+    spreads the norms apart by that factor on a log x axis, so error bars at one x do not hide each other."""
     pts = []
-    for norm, cells in series.items():
+    k = len(series)
+    for j, (norm, cells) in enumerate(series.items()):
         c = color(norm)
-        xs = [x for x, _ in cells]
+        shift = dodge ** (j - (k - 1) / 2)
+        xs = [x * shift for x, _ in cells]
         ax.plot(xs, [scale * cell["mean"] for _, cell in cells], color=c, lw=1, alpha=0.6)
-        for i, (x, cell) in enumerate(cells):
+        for i, (x, (_, cell)) in enumerate(zip(xs, cells)):
             pts.append(dot(ax, x, cell, scale, col=c, label=f"{norm} (n={cell['n']})" if i == 0 else None))
     return pts
 
@@ -277,7 +280,7 @@ def c2(result: Result):
     fig, gs = _frame(result, 16, 6, (1, 2), test_width=1.0)
     a = fig.add_subplot(gs[0, 0])
     series = _by_norm(n["arms"], _lr)
-    pts = _lines(a, series)
+    pts = _lines(a, series, dodge=1.08)
     mult = PAPER_C2["diverged_lr"] / PAPER_C2["base_lr"]
     lrs = sorted({lr for v in series.values() for lr, _ in v} | {1.0, mult, 30.0})
     _log_x(a, lrs, "learning rate multiplier (LR x)")
@@ -391,7 +394,7 @@ def c6(result: Result):
     fig, gs = _frame(result, 16, 5.8, (1, 2), test_width=1.0)
     a, b = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
     series = _by_norm(n["arms"], lambda k: _after(k, key))
-    pts = _lines(a, series)
+    pts = _lines(a, series, dodge=1.08)
     _log_x(a, [x for v in series.values() for x, _ in v], f"{key} (log scale)")
     zoom(a, pts, label="score, test accuracy (%)")
     a.set_title("(a) score per initialization scale")
@@ -483,13 +486,14 @@ def c10(result: Result):
     fig, gs = _frame(result, 16, 6, (1, 2), ratios=[1.3, 1], test_width=1.0)
     a, b = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
     series = _by_norm(n["arms"], _lr)
-    pts = _lines(a, series)
+    pts = _lines(a, series, dodge=1.08)
     _log_x(a, [x for v in series.values() for x, _ in v], "learning rate multiplier (LR x)")
     a.axvline(n["small_lr_mult"], color="black", ls=":", lw=1, label=f"smallest shared LR x{n['small_lr_mult']:g}")
+    order = list(series)
     for norm, lr in n["best_lr_mult"].items():
         cell = n["arms"].get(f"{norm}, x{lr:g}")
-        if cell:
-            a.plot([lr], [100 * cell["mean"]], marker="*", markersize=13, color=color(norm), linestyle="none",
+        if cell and norm in order:  # on the dodged x of its norm's dots
+            a.plot([lr * 1.08 ** (order.index(norm) - (len(order) - 1) / 2)], [100 * cell["mean"]], marker="*", markersize=13, color=color(norm), linestyle="none",
                    markeredgecolor="black", label=f"{norm}'s best LR (validation): x{lr:g}")
     zoom(a, pts, label="score, test accuracy (%)")
     a.set_title("(a) score per learning rate")
