@@ -101,8 +101,12 @@ def zoom(ax, points, unit: str = "%", pad: float = 0.25, label: str | None = Non
         gaps = [(means[i + 1] - means[i], i) for i in range(len(means) - 1)]
         gap, i = max(gaps)
         upper = [p for p in pts if p[1] > means[i]]
+        lower = [p for p in pts if p[1] <= means[i]]
         span = 0.0 if not upper else max(p[3] for p in upper) - min(p[2] for p in upper)
-        if upper and i + 1 <= len(means) // 2 and gap > 3 * max(span, 0.05 * abs(means[-1])):
+        # cut only a lone low point or a cluster of seed-identical ones (diverged: 0): a low cluster whose own
+        # differences have intervals (e.g. two arms both near chance, compared by the rule) stays in view
+        lone = len(lower) == 1 or all(p[3] - p[2] <= 1e-9 * (1 + abs(p[1])) for p in lower)
+        if upper and lone and i + 1 <= len(means) // 2 and gap > 3 * max(span, 0.05 * abs(means[-1])):
             keep = upper
     lo = min(p[2] for p in keep)
     hi = max(p[3] for p in keep)
