@@ -95,7 +95,7 @@ def _tests(fig, spec, result: Result) -> None:
         ax = fig.add_subplot(sub[row])
         mine = [c for c in checks if c["unit"] == unit]
         scale = 100.0 if unit == "points" else 1.0
-        xs = []
+        xs, zeros = [], []
         for i, c in enumerate(mine):
             iv = c["interval"]
             if c["key"] in marks:
@@ -109,8 +109,10 @@ def _tests(fig, spec, result: Result) -> None:
                 continue
             mean = scale * iv["mean"]
             lo, hi = scale * style.finite(iv["lo"], iv["mean"]), scale * style.finite(iv["hi"], iv["mean"])
-            if unit == "ratio":  # log axis: a ratio of 0 (never reached) sits at the left edge
-                mean, lo, hi = (max(v, 1e-2) for v in (mean, lo, hi))
+            if unit == "ratio" and mean <= 0:  # a speed-up of 0: the arm never reached the target
+                zeros.append((i, c))
+                xs += [scale * c["threshold"]]
+                continue
             ax.errorbar([mean], [i], xerr=[[mean - lo], [hi - mean]], fmt="o",
                         color=style.OUTCOME_COLORS.get(c["outcome"], "0.5"), capsize=4)
             limits = (-c["threshold"], c["threshold"]) if c["kind"] == "equivalent" else (c["threshold"],)
@@ -123,6 +125,11 @@ def _tests(fig, spec, result: Result) -> None:
             ax.set_xscale("log")
             ax.set_xlim(min(xs) / 1.5, max(xs) * 1.5)
             style.ratio_axis(ax.xaxis)
+            for i, c in zeros:
+                ax.plot([0.0], [i], marker="<", color=style.OUTCOME_COLORS.get(c["outcome"], "0.5"),
+                        transform=ax.get_yaxis_transform(), clip_on=False, linestyle="none")
+                ax.text(0.03, i, "0x: never reached", transform=ax.get_yaxis_transform(), va="center",
+                        fontsize=style.FONT["tick"])
         else:
             pad = 0.15 * (max(xs) - min(xs) or 1.0)  # the thresholds are always in xs
             ax.set_xlim(min(xs) - pad, max(xs) + pad)
