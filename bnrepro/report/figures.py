@@ -260,6 +260,7 @@ def c1(result: Result):
                   label=f"paper (ImageNet, steps to {PAPER_C1['target']}%)" if v == "Inception" else "_")
     a.axhline(1.0, color="black", lw=0.8)
     a.set_yscale("log")
+    a.autoscale_view()
     style.ratio_axis(a.yaxis)
     style.categories(a, [f"{v}\n{ladder[v]['reached']}/{ladder[v]['n']} reached" for v in names], 13)
     a.set_ylabel("speed-up vs Inception (x, log scale)\nsteps(Inception) / steps(arm)")

@@ -129,8 +129,11 @@ def zoom(ax, points, unit: str = "%", pad: float = 0.25, label: str | None = Non
 
 
 def ratio_axis(axis) -> None:
-    """A log axis for ratios, ticked at 1, 2, 5 x 10^k and labelled '2x'."""
-    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    """A log axis for ratios, labelled '2x': ticked at 1, 2, 5 x 10^k over up to two decades, else at 10^k.
+    Call it after the limits are set."""
+    lo, hi = sorted(axis.get_view_interval())
+    wide = lo > 0 and math.log10(hi / lo) > 2
+    axis.set_major_locator(LogLocator(subs=(1.0,) if wide else (1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
     axis.set_minor_formatter(NullFormatter())
 
