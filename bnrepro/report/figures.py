@@ -118,6 +118,10 @@ def _tests(fig, spec, result: Result) -> None:
             limits = (-c["threshold"], c["threshold"]) if c["kind"] == "equivalent" else (c["threshold"],)
             for t in limits:
                 ax.plot([scale * t] * 2, [i - 0.35, i + 0.35], "k--", lw=1)
+            fail_at = c.get("fail_at", c["threshold"])
+            if c["kind"] != "equivalent" and fail_at != c["threshold"]:  # where the evidence turns against it
+                ax.plot([scale * fail_at] * 2, [i - 0.35, i + 0.35], ":", color=style.OUTCOME_COLORS["fails"], lw=1.5)
+                limits = (*limits, fail_at)
             xs += [lo, hi, *(scale * t for t in limits)]
         ax.set_yticks(range(len(mine)), [f"[{c['key']}] {c['role']}\n{c['outcome']}" for c in mine])
         ax.set_ylim(len(mine) - 0.4, -0.6)
@@ -137,7 +141,7 @@ def _tests(fig, spec, result: Result) -> None:
         ax.grid(False, axis="y")
         if row == 0:
             ax.set_title("the rule's tests, 95% intervals\ngreen holds, red fails, grey unclear;\n"
-                         "dashed: the test's threshold")
+                         "dashed: holds beyond; red dotted: fails short of")
         legend(ax)
 
 
@@ -250,7 +254,7 @@ def c1(result: Result):
             dot(a, i, row["speedup"], 1.0, col=color(v), offset=-0.12, label="ours (digits)" if i == 1 else None)
         elif v == "Inception":
             a.plot([i - 0.12], [1.0], "o", color=color(v))
-        gone = "never\nreached" if not row["reached"] else None if row["speedup"] or v == "Inception" else \
+        gone = ("never\nreached" + ("\n(paper: never)" if v not in PAPER_C1["steps"] else "")) if not row["reached"] else None if row["speedup"] or v == "Inception" else \
             "not measured:\nsome seeds\nnever reached"
         if gone:
             a.annotate(gone, (i, 1.0), xytext=(0, 12), textcoords="offset points", ha="center",
