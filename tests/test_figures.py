@@ -82,6 +82,10 @@ def test_every_figure_is_legible(figures, cid, case):
     try:
         assert not overlapping_ticks(fig), overlapping_ticks(fig)
         renderer = fig.canvas.get_renderer()
+        width = fig.bbox.width
+        for ax in fig.axes:  # no title runs off the canvas
+            box = ax.title.get_window_extent(renderer)
+            assert box.x0 >= -1 and box.x1 <= width + 1, (cid, ax.get_title())
         for legend in fig.legends:  # the legend sits outside every axes, so it covers no data
             box = legend.get_window_extent(renderer)
             for ax in fig.axes:

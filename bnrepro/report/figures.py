@@ -78,7 +78,8 @@ def _percentiles(ax, pcts: dict, name: str, title: str) -> None:
     for q, ls in ((85, "--"), (50, "-"), (15, ":")):
         c = pcts.get(q) or pcts.get(str(q))
         if c and c["steps"]:
-            ax.plot(c["steps"], c["mean"], ls, color=color(name), label=f"{q}th percentile")
+            ax.plot(c["steps"], c["mean"], ls, color=color(name), label=f"{q}th percentile",
+                    marker="o" if len(c["steps"]) < 5 else None, markersize=3)
             ax.fill_between(c["steps"], c["lo"], c["hi"], color=color(name), alpha=0.15, lw=0)
     ax.set_title(title)
     ax.set_xlabel("training steps")
@@ -141,7 +142,7 @@ def _tests(fig, spec, result: Result) -> None:
         ax.grid(False, axis="y")
         if row == 0:
             ax.set_title("the rule's tests, 95% intervals\ngreen holds, red fails, grey unclear;\n"
-                         "dashed: holds beyond; red dotted: fails short of")
+                         "dashed: holds beyond it;\nred dotted: fails short of it")
         legend(ax)
 
 
@@ -182,7 +183,8 @@ def fig1(result: Result):
     lows = []
     for name, c in n["curves"].items():
         if c["steps"]:
-            a.plot(c["steps"], [100 * m for m in c["mean"]], color=color(name), label=name)
+            a.plot(c["steps"], [100 * m for m in c["mean"]], color=color(name), label=name,
+                   marker="o" if len(c["steps"]) < 5 else None, markersize=3)  # few evaluations: show them
             a.fill_between(c["steps"], [100 * v for v in c["lo"]], [100 * v for v in c["hi"]], color=color(name),
                            alpha=0.2, lw=0)
             lows.append(min(100 * v for v in c["lo"]))
