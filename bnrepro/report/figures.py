@@ -227,7 +227,8 @@ def _steps_table(ax, result: Result) -> None:
         labels.append(name)
     faster = next((c for c in result.checks if c["key"] == "faster"), None)
     ax.axis("off")
-    table = ax.table(cellText=rows, rowLabels=labels, colLabels=[f"seed {s}" for s in seeds] + ["reached", "mean [95%]"],
+    columns = [f"seed {s}" for s in seeds] + ["reached", "mean [95%]"]
+    table = ax.table(cellText=rows, rowLabels=labels, colLabels=columns,
                      loc="upper center", cellLoc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(style.FONT["label"])
@@ -250,14 +251,20 @@ def c1(result: Result):
     names = list(ladder)
     fig, gs = _frame(result, 17, 6.2, (1, 3), ratios=[1.2, 1, 0.9], test_width=1.1)
     a = fig.add_subplot(gs[0, 0])
+    labelled = False
     for i, v in enumerate(names):
         row = ladder[v]
         if row["speedup"]:
-            dot(a, i, row["speedup"], 1.0, col=color(v), offset=-0.12, label="ours (digits)" if i == 1 else None)
+            dot(a, i, row["speedup"], 1.0, col=color(v), offset=-0.12, label=None if labelled else "ours (digits)")
+            labelled = True
         elif v == "Inception":
             a.plot([i - 0.12], [1.0], "o", color=color(v))
-        gone = ("never\nreached" + ("\n(paper: never)" if v not in PAPER_C1["steps"] else "")) if not row["reached"] else None if row["speedup"] or v == "Inception" else \
-            "not measured:\nsome seeds\nnever reached"
+        if not row["reached"]:
+            gone = "never\nreached" + ("\n(paper: never)" if v not in PAPER_C1["steps"] else "")
+        elif not row["speedup"] and v != "Inception":
+            gone = "not measured:\nsome seeds\nnever reached"
+        else:
+            gone = None
         if gone:
             a.annotate(gone, (i, 1.0), xytext=(0, 12), textcoords="offset points", ha="center",
                        fontsize=style.FONT["tick"], color=color(v))
@@ -470,7 +477,8 @@ def c8(result: Result):
         ax = fig.add_subplot(gs[0, i], sharey=axes[0] if axes else None)
         for j, v in enumerate(variants):
             if v in vs:
-                pts.append(dot(ax, j, vs[v], col=color(v), label=f"{v} (n={vs[v]['n']})" if i == len(cells) - 1 else None))
+                last = i == len(cells) - 1  # one legend entry per estimator
+                pts.append(dot(ax, j, vs[v], col=color(v), label=f"{v} (n={vs[v]['n']})" if last else None))
         style.categories(ax, variants, 10)
         mark = "EMA known inaccurate" if setting in stress else "standard"
         ax.set_title(f"({chr(97 + i)}) {style.wrap(setting, 40)}\n[{mark}]")
@@ -507,7 +515,8 @@ def c10(result: Result):
     for norm, lr in n["best_lr_mult"].items():
         cell = n["arms"].get(f"{norm}, x{lr:g}")
         if cell and norm in order:  # on the dodged x of its norm's dots
-            a.plot([lr * 1.08 ** (order.index(norm) - (len(order) - 1) / 2)], [100 * cell["mean"]], marker="*", markersize=13, color=color(norm), linestyle="none",
+            x = lr * 1.08 ** (order.index(norm) - (len(order) - 1) / 2)
+            a.plot([x], [100 * cell["mean"]], marker="*", markersize=13, color=color(norm), linestyle="none",
                    markeredgecolor="black", label=f"{norm}'s best LR (validation): x{lr:g}")
     zoom(a, pts, label="score, test accuracy (%)")
     a.set_title("(a) score per learning rate")
