@@ -228,6 +228,8 @@ def judge_fig1(runs: list[Run]) -> Judged:
     numbers = {"arms": {"BN": arm_json(s_bn), "no BN": arm_json(s_none)},
                "drift": {"BN": arm_json(d_bn, "plain"), "no BN": arm_json(d_none, "plain")},
                "target": target, "steps_to_target": {k: {str(s): v for s, v in d.items()} for k, d in steps.items()},
+               "steps": {label(k): arm_json({s: v for s, v in d.items() if v is not None}, "plain")
+                         for k, d in steps.items()},
                "curves": {"BN": mean_curves(bn, "test_acc"), "no BN": mean_curves(none, "test_acc")},
                "percentiles": {name: {q: mean_curves(rs, f"probe_p{q}") for q in (15, 50, 85)}
                                for name, rs in (("BN", bn), ("no BN", none))}}

@@ -1,183 +1,571 @@
-"""One PNG per claim, drawn only from the judge's numbers (Result.numbers and Result.checks), never from the runs,
-so a figure and its verdict cannot group runs differently. Intervals are 95% intervals drawn as error bars.
-Plain on purpose: a later issue restyles them."""
+"""One PNG per claim, drawn only from the judge's numbers (Result.numbers and Result.checks) and the paper's
+table in claims.py, never from the runs, so a figure and its verdict cannot group runs differently.
+
+Every figure: ours as means with 95% error bars (bands for curves), the paper's numbers beside them as hollow
+black diamonds labelled "paper ..." where the paper gives any (its claim in the caption where it gives none),
+shared y where panels are compared, y zoomed to where the differences live (range stated in the label), and
+the rule's tests in the right-hand column. `render` returns the Figure; `draw` saves it."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
-import matplotlib
+from bnrepro.report import style
+from bnrepro.report.claims import PAPER_C1, PAPER_C2, PAPER_C3, PAPER_C5, PAPER_C7, Result
+from bnrepro.report.rules import NOT_RUN
+from bnrepro.report.style import color, dot, legend, paper, plt, zoom
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from bnrepro.report.claims import PAPER_C1, PAPER_C7, Result  # noqa: E402
-from bnrepro.report.rules import FAILS, HOLDS, NOT_RUN  # noqa: E402
-
-OUTCOME_COLOR = {HOLDS: "C2", FAILS: "C3"}  # unclear: gray
+PAPER_SERIES = ("C1", "C2", "C3", "C5", "C7")  # claims whose figure draws numbers from the paper
+CI = "error bars and bands: 95% intervals over seeds (Student t); n = seeds per arm"
 
 
-def _finish(fig, result: Result, out: Path) -> Path:
-    fig.suptitle(f"{result.id}: {result.title}\nverdict: {result.verdict} ({result.deciding})", fontsize=10)
-    fig.tight_layout()
-    path = out / f"{result.id.lower()}.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+def _lr(key: str) -> tuple[str, float]:
+    """'BN, x30' -> ('BN', 30.0): the judges' arm keys (claims.py formats them)."""
+    m = re.fullmatch(r"(.*), x([0-9.eE+-]+)", key)
+    return (m[1], float(m[2])) if m else (key, math.nan)
 
 
-def _yerr(cells: list[dict], scale: float) -> list[list[float]]:
-    """Asymmetric error bars from each cell's 95% interval (none where the interval is infinite, n < 2)."""
-    low = [scale * (c["mean"] - c["lo"]) if math.isfinite(c["lo"]) else 0.0 for c in cells]
-    high = [scale * (c["hi"] - c["mean"]) if math.isfinite(c["hi"]) else 0.0 for c in cells]
-    return [low, high]
+def _after(key: str, word: str) -> tuple[str, float]:
+    """'BN, dropout 0.4' -> ('BN', 0.4)."""
+    m = re.fullmatch(rf"(.*), {word} ([0-9.eE+-]+)", key)
+    return (m[1], float(m[2])) if m else (key, math.nan)
 
 
-def _arms(ax, arms: dict[str, dict], ylabel: str, scale: float = 100.0) -> None:
-    """Bars of each arm's mean with its 95% interval and n."""
+def _by_norm(arms: dict, parse) -> dict[str, list[tuple[float, dict]]]:
+    out: dict[str, list] = {}
+    for key, cell in arms.items():
+        norm, x = parse(key)
+        out.setdefault(norm, []).append((x, cell))
+    return {n: sorted(v, key=lambda t: t[0]) for n, v in out.items()}
+
+
+def _log_x(ax, xs, label: str) -> None:
+    xs = sorted(set(xs))
+    ax.set_xscale("log")
+    ax.set_xticks(xs, [f"x{x:g}" if "LR" in label else f"{x:g}" for x in xs])
+    ax.minorticks_off()
+    ax.set_xlim(xs[0] / 1.6, xs[-1] * 1.6)
+    ax.set_xlabel(label)
+
+
+def _lines(ax, series: dict[str, list[tuple[float, dict]]], scale: float = 100.0, dodge: float = 1.0):
+    """Mean +- 95% interval per x for each norm, joined by a line; returns the plotted points for zoom. dodge > 1
+    spreads the norms apart by that factor on a log x axis, so error bars at one x do not hide each other."""
+    pts = []
+    k = len(series)
+    for j, (norm, cells) in enumerate(series.items()):
+        c = color(norm)
+        shift = dodge ** (j - (k - 1) / 2)
+        xs = [x * shift for x, _ in cells]
+        ax.plot(xs, [scale * cell["mean"] for _, cell in cells], color=c, lw=1, alpha=0.6)
+        for i, (x, (_, cell)) in enumerate(zip(xs, cells)):
+            pts.append(dot(ax, x, cell, scale, col=c, label=f"{norm} (n={cell['n']})" if i == 0 else None))
+    return pts
+
+
+def _arm_dots(ax, arms: dict, scale: float = 100.0, unit: str = "%", ylabel: str = "", width: int = 12,
+              floor: float | None = None):
     names = list(arms)
-    cells = [arms[n] for n in names]
-    xs = range(len(names))
-    ax.bar(xs, [scale * c["mean"] for c in cells], yerr=_yerr(cells, scale), capsize=3, color="C0", alpha=0.7)
-    ax.set_xticks(list(xs), [f"{n}\nn={c['n']}" for n, c in zip(names, cells)], fontsize=7, rotation=30, ha="right")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3, axis="y")
+    pts = [dot(ax, i, arms[n], scale, col=color(n)) for i, n in enumerate(names)]
+    style.categories(ax, [f"{n}\n(n={arms[n]['n']})" for n in names], width)
+    zoom(ax, pts, unit, label=ylabel, floor=floor)
+    return pts
 
 
-def _tests(ax, result: Result) -> None:
-    """Each tested interval (95%), its threshold (dashed) and outcome (green holds, red fails, gray unclear)."""
-    checks = [c for c in result.checks if c["interval"] is not None]
-    for i, c in enumerate(checks):
-        iv = c["interval"]
-        scale = 100.0 if c["unit"] == "points" else 1.0
-        lo = iv["lo"] if math.isfinite(iv["lo"]) else iv["mean"]
-        hi = iv["hi"] if math.isfinite(iv["hi"]) else iv["mean"]
-        color = OUTCOME_COLOR.get(c["outcome"], "0.5")
-        ax.errorbar([scale * iv["mean"]], [i], xerr=[[scale * (iv["mean"] - lo)], [scale * (hi - iv["mean"])]],
-                    fmt="o", color=color, capsize=4)
-        limit = c["threshold"]
-        for t in ((-limit, limit) if c["kind"] == "equivalent" else (limit,)):
-            ax.plot([scale * t] * 2, [i - 0.3, i + 0.3], "k--", lw=1)
-    units = {"points": "points", "ratio": "ratio"}
-    ax.set_yticks(range(len(checks)), [f"[{c['key']}] {c['role']}, {units.get(c['unit'], '')}\n{c['outcome']}"
-                                       for c in checks], fontsize=7)
-    ax.set_xlabel("tested interval; dashed: threshold")
-    ax.grid(alpha=0.3)
-    ax.set_title("the rule's tests (95% intervals)", fontsize=9)
-
-
-def _curves(ax, curves: dict[str, dict], ylabel: str, scale: float = 100.0) -> None:
-    for name, c in curves.items():
-        if c["steps"]:
-            line, = ax.plot(c["steps"], [scale * m for m in c["mean"]], label=name)
-            ax.fill_between(c["steps"], [scale * v for v in c["lo"]], [scale * v for v in c["hi"]],
-                            color=line.get_color(), alpha=0.2)
-    ax.set_xscale("symlog", linthresh=10)
-    ax.set_xlabel("training steps")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-
-
-def _percentiles(ax, pcts: dict, title: str) -> None:
-    for q, style in (("15", ":"), ("50", "-"), ("85", "--")):
-        c = pcts.get(q) or pcts.get(int(q))
+def _percentiles(ax, pcts: dict, name: str, title: str) -> None:
+    """The 15/50/85th percentiles of the probed sigmoid input: mean over seeds and 95% band."""
+    for q, ls in ((85, "--"), (50, "-"), (15, ":")):
+        c = pcts.get(q) or pcts.get(str(q))
         if c and c["steps"]:
-            ax.plot(c["steps"], c["mean"], style, color="k", label=f"{q}th percentile")
-    ax.set_title(title, fontsize=9)
+            ax.plot(c["steps"], c["mean"], ls, color=color(name), label=f"{q}th percentile",
+                    marker="o" if len(c["steps"]) < 5 else None, markersize=3)
+            ax.fill_between(c["steps"], c["lo"], c["hi"], color=color(name), alpha=0.15, lw=0)
+    ax.set_title(title)
     ax.set_xlabel("training steps")
-    ax.set_ylabel("input to one sigmoid")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.set_ylabel("input to one sigmoid (last hidden layer)")
 
 
-def fig1(result: Result, ax_row) -> None:
+def _tests(fig, spec, result: Result) -> None:
+    """The rule's tests, one small axis per unit: each interval, its threshold(s) dashed, coloured by outcome."""
+    checks = result.checks  # a test whose number could not be measured is a row that says so
+    units = list(dict.fromkeys(c["unit"] for c in checks)) or ["points"]
+    sub = spec.subgridspec(len(units), 1, height_ratios=[max(1, sum(c["unit"] == u for c in checks)) for u in units])
+    marks = PAPER_TEST_MARKS.get(result.id, {})
+    for row, unit in enumerate(units):
+        ax = fig.add_subplot(sub[row])
+        mine = [c for c in checks if c["unit"] == unit]
+        scale = 100.0 if unit == "points" else 1.0
+        xs, zeros = [], []
+        for i, c in enumerate(mine):
+            iv = c["interval"]
+            if c["key"] in marks:
+                value, text = marks[c["key"]]
+                paper(ax, value, i, label=text)
+                xs.append(value)
+            if iv is None or not math.isfinite(iv["mean"]):
+                ax.text(0.5, i, "not measured (unclear)", transform=ax.get_yaxis_transform(), ha="center",
+                        va="center", fontsize=style.FONT["tick"], color=style.OUTCOME_COLORS["unclear"])
+                xs += [scale * c["threshold"]]
+                continue
+            mean = scale * iv["mean"]
+            lo, hi = scale * style.finite(iv["lo"], iv["mean"]), scale * style.finite(iv["hi"], iv["mean"])
+            if unit == "ratio" and mean <= 0:  # a speed-up of 0: the arm never reached the target
+                zeros.append((i, c))
+                xs += [scale * c["threshold"]]
+                continue
+            ax.errorbar([mean], [i], xerr=[[mean - lo], [hi - mean]], fmt="o",
+                        color=style.OUTCOME_COLORS.get(c["outcome"], "0.5"), capsize=4)
+            limits = (-c["threshold"], c["threshold"]) if c["kind"] == "equivalent" else (c["threshold"],)
+            for t in limits:
+                ax.plot([scale * t] * 2, [i - 0.35, i + 0.35], "k--", lw=1)
+            fail_at = c.get("fail_at", c["threshold"])
+            if c["kind"] != "equivalent" and fail_at != c["threshold"]:  # where the evidence turns against it
+                ax.plot([scale * fail_at] * 2, [i - 0.35, i + 0.35], ":", color=style.OUTCOME_COLORS["fails"], lw=1.5)
+                limits = (*limits, fail_at)
+            xs += [lo, hi, *(scale * t for t in limits)]
+        ax.set_yticks(range(len(mine)), [f"[{c['key']}] {c['role']}\n{c['outcome']}" for c in mine])
+        ax.set_ylim(len(mine) - 0.4, -0.6)
+        if unit == "ratio":
+            ax.set_xscale("log")
+            ax.set_xlim(min(xs) / 1.5, max(xs) * 1.5)
+            style.ratio_axis(ax.xaxis)
+            for i, c in zeros:
+                ax.plot([0.0], [i], marker="<", color=style.OUTCOME_COLORS.get(c["outcome"], "0.5"),
+                        transform=ax.get_yaxis_transform(), clip_on=False, linestyle="none")
+                ax.text(0.03, i, "0x: never reached", transform=ax.get_yaxis_transform(), va="center",
+                        fontsize=style.FONT["tick"])
+        else:
+            pad = 0.15 * (max(xs) - min(xs) or 1.0)  # the thresholds are always in xs
+            ax.set_xlim(min(xs) - pad, max(xs) + pad)
+        ax.set_xlabel({"points": "difference (points)", "ratio": "ratio (log scale)"}.get(unit, "value"))
+        ax.grid(False, axis="y")
+        if row == 0:
+            ax.set_title("the rule's tests, 95% intervals\ngreen holds, red fails, grey unclear;\n"
+                         "dashed: holds beyond it;\nred dotted: fails short of it")
+        legend(ax)
+
+
+PAPER_TEST_MARKS = {  # the paper's value of a tested quantity, drawn on the tests panel
+    "C1": {"far": (PAPER_C1["speedup"]["BN-x5"], f"paper: BN-x5 {PAPER_C1['speedup']['BN-x5']:.1f}x (ImageNet)")},
+    "C5": {"unnecessary": (100 * PAPER_C5["acc_loss"], "paper: BN-x5 lost 0 points without dropout")},
+}
+
+
+def _frame(result: Result, width: float, height: float, grid: tuple[int, int], ratios=None, test_width: float = 1.0):
+    """Figure, its data gridspec (rows x cols) and the tests column's spec."""
+    fig = style.figure(width, height)
+    rows, cols = grid
+    gs = fig.add_gridspec(rows, cols + 1, width_ratios=list(ratios or [1] * cols) + [test_width])
+    _tests(fig, gs[:, -1], result)
+    verdict = f"verdict: {result.verdict} ({result.deciding})"
+    fig.suptitle(f"{result.id}: {result.title}\n{style.wrap(verdict, 150)}", fontsize=style.FONT["suptitle"])
+    return fig, gs
+
+
+def _caption(fig, result: Result, names=(), extra: str = "") -> None:
+    parts = [f"Paper: {result.paper}."]
+    if extra:
+        parts.append(extra)
+    names_text = style.explain(names)
+    if names_text:
+        parts.append(f"Arms: {names_text}.")
+    parts.append(CI + ".")
+    style.caption(fig, "\n".join(parts))
+
+
+# --- the figures -----------------------------------------------------------------------------------------
+
+def fig1(result: Result):
     n = result.numbers
-    _curves(ax_row[0], n["curves"], "test accuracy (%)")
-    ax_row[0].axhline(100 * n["target"], color="gray", ls=":", lw=1)
-    ax_row[0].set_title(f"(a) test accuracy, mean and 95% interval; dotted: target {100 * n['target']:.1f}%", fontsize=9)
-    _percentiles(ax_row[1], n["percentiles"]["no BN"], "(b) without BN")
-    _percentiles(ax_row[2], n["percentiles"]["BN"], "(c) with BN")
+    fig, gs = _frame(result, 17, 9, (2, 3), ratios=[1.25, 1, 1], test_width=1.1)
+    a = fig.add_subplot(gs[0, 0])
+    lows = []
+    for name, c in n["curves"].items():
+        if c["steps"]:
+            a.plot(c["steps"], [100 * m for m in c["mean"]], color=color(name), label=name,
+                   marker="o" if len(c["steps"]) < 5 else None, markersize=3)  # few evaluations: show them
+            a.fill_between(c["steps"], [100 * v for v in c["lo"]], [100 * v for v in c["hi"]], color=color(name),
+                           alpha=0.2, lw=0)
+            lows.append(min(100 * v for v in c["lo"]))
+    a.axhline(100 * n["target"], color="black", ls=":", lw=1, label=f"target {100 * n['target']:.1f}% (val)")
+    a.set_xscale("log")
+    bottom = max(0.0, min(lows or [0.0]) - 2)
+    a.set_ylim(bottom, 100)
+    a.set_ylabel(f"test accuracy (%)\naxis {bottom:.0f} to 100%")
+    a.set_xlabel("training steps (log scale)")
+    a.set_title("(a) test accuracy over training")
+    legend(a)
+    b, c = fig.add_subplot(gs[0, 1]), fig.add_subplot(gs[0, 2])
+    _percentiles(b, n["percentiles"]["no BN"], "no BN", "(b) without BN")
+    _percentiles(c, n["percentiles"]["BN"], "BN", "(c) with BN")
+    style.share_y(b, c)
+    c.set_ylabel("")
+    legend(c)
+    _steps_table(fig.add_subplot(gs[1, 0:2]), result)
+    d = fig.add_subplot(gs[1, 2])
+    _arm_dots(d, n["arms"], ylabel="score: test accuracy (%)")
+    d.set_title("(d) score: mean test accuracy over the last k evaluations")
+    _caption(fig, result, ["BN", "no BN"], "The paper gives no numbers for Fig. 1; panels (b) and (c) share y.")
+    return fig
 
 
-def c1(result: Result, ax_row) -> None:
-    ladder = result.numbers["ladder"]
-    names = [v for v in ladder if ladder[v]["speedup"]]
-    ax = ax_row[0]
-    xs = range(len(names))
-    cells = [ladder[v]["speedup"] for v in names]
-    ax.bar([x - 0.2 for x in xs], [c["mean"] for c in cells], 0.4, yerr=_yerr(cells, 1.0), capsize=3, label="ours")
-    ax.bar([x + 0.2 for x in xs], [PAPER_C1["speedup"].get(v, 0.0) for v in names], 0.4, label="paper (ImageNet)")
-    ax.set_xticks(list(xs), [f"{v}\n{ladder[v]['reached']}/{ladder[v]['n']} reached" for v in names], fontsize=7)
-    ax.set_yscale("symlog", linthresh=1)
-    ax.set_ylabel("speed-up vs Inception (steps to target)")
-    ax.legend(fontsize=8)
-    ax.set_title(f"target {100 * result.numbers['target']:.1f}% ({result.numbers['split']} accuracy)", fontsize=9)
-    _arms(ax_row[1], {v: row["score"] for v, row in ladder.items()}, "score: test accuracy (%)")
+def _steps_table(ax, result: Result) -> None:
+    """Steps to the target (validation accuracy) per seed, mean with 95% interval, and the speed-up."""
+    n = result.numbers
+    per_seed = n["steps_to_target"]
+    steps = n.get("steps", {})
+    seeds = sorted({s for d in per_seed.values() for s in d}, key=str)
+    names = {"bn": "BN", "none": "no BN"}
+    rows, labels = [], []
+    for key, d in per_seed.items():
+        name = names.get(key, key)
+        cell = steps.get(name)
+        reached = sum(v is not None for v in d.values())
+        rows.append([f"{d[s]:,.0f}" if d.get(s) is not None else "not reached" for s in seeds]
+                    + [f"{reached}/{len(d)}", _plain(cell)])
+        labels.append(name)
+    faster = next((c for c in result.checks if c["key"] == "faster"), None)
+    ax.axis("off")
+    columns = [f"seed {s}" for s in seeds] + ["reached", "mean [95%]"]
+    table = ax.table(cellText=rows, rowLabels=labels, colLabels=columns,
+                     loc="upper center", cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(style.FONT["label"])
+    table.scale(1, 1.5)
+    speed = faster["interval"]["text"] if faster and faster["interval"] else "not measured"
+    ax.set_title(f"(e) steps to the target {100 * n['target']:.1f}% (first evaluation with validation accuracy "
+                 f">= target)\nspeed-up no BN / BN: {speed}")
 
 
-def c7(result: Result, ax_row) -> None:
-    ax = ax_row[0]
-    for norm, cells in result.numbers["error"].items():
-        sizes = sorted(cells, key=lambda g: float(g) if g not in ("None",) else math.inf)
-        xs = [float(g) for g in sizes if g != "None"]
-        cs = [cells[g] for g in sizes if g != "None"]
-        if len(xs) == 1:  # GN, LN: statistics never use the batch; one run set stands for every size
-            ax.axhline(100 * cs[0]["mean"], ls="--", label=f"{norm} (no batch statistics)", color=f"C{len(ax.lines) + 1}")
-        elif xs:
-            ax.errorbar(xs, [100 * c["mean"] for c in cs], yerr=_yerr(cs, 100.0), marker="o", capsize=3, label=norm)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("examples per normalization batch")
-    ax.set_ylabel("test error (%), 1 - score")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    ax.set_title("ours", fontsize=9)
-    for name, table in PAPER_C7.items():
+def _plain(cell: dict | None) -> str:
+    if not cell or not cell.get("n"):
+        return "-"
+    lo, hi = cell["lo"], cell["hi"]
+    return f"{cell['mean']:,.0f}" + (f" [{lo:,.0f}, {hi:,.0f}]" if math.isfinite(lo) else "")
+
+
+def c1(result: Result):
+    n = result.numbers
+    ladder = n["ladder"]
+    names = list(ladder)
+    fig, gs = _frame(result, 17, 6.2, (1, 3), ratios=[1.2, 1, 0.9], test_width=1.1)
+    a = fig.add_subplot(gs[0, 0])
+    labelled = False
+    for i, v in enumerate(names):
+        row = ladder[v]
+        if row["speedup"]:
+            dot(a, i, row["speedup"], 1.0, col=color(v), offset=-0.12, label=None if labelled else "ours (digits)")
+            labelled = True
+        elif v == "Inception":
+            a.plot([i - 0.12], [1.0], "o", color=color(v))
+        if not row["reached"]:
+            gone = "never\nreached" + ("\n(paper: never)" if v not in PAPER_C1["steps"] else "")
+        elif not row["speedup"] and v != "Inception":
+            gone = "not measured:\nsome seeds\nnever reached"
+        else:
+            gone = None
+        if gone:
+            a.annotate(gone, (i, 1.0), xytext=(0, 12), textcoords="offset points", ha="center",
+                       fontsize=style.FONT["tick"], color=color(v))
+        if row.get("paper_speedup") or v == "Inception":
+            paper(a, i + 0.12, row.get("paper_speedup") or 1.0,
+                  label=f"paper (ImageNet, steps to {PAPER_C1['target']}%)" if v == "Inception" else "_")
+    a.axhline(1.0, color="black", lw=0.8)
+    a.set_yscale("log")
+    a.autoscale_view()
+    style.ratio_axis(a.yaxis)
+    style.categories(a, [f"{v}\n{ladder[v]['reached']}/{ladder[v]['n']} reached" for v in names], 13)
+    a.set_ylabel("speed-up vs Inception (x, log scale)\nsteps(Inception) / steps(arm)")
+    a.set_title(f"(a) speed-up to the target {100 * n['target']:.1f}% ({n['split']} accuracy)")
+    legend(a)
+    b = fig.add_subplot(gs[0, 1])
+    _arm_dots(b, {v: ladder[v]["score"] for v in names}, ylabel="ours: score, test accuracy (%)", width=13)
+    b.set_title("(b) ours: score (digits)")
+    p = fig.add_subplot(gs[0, 2])
+    pts = [(i, PAPER_C1["max_acc"][v], PAPER_C1["max_acc"][v], PAPER_C1["max_acc"][v]) for i, v in enumerate(names)
+           if v in PAPER_C1["max_acc"]]
+    for i, (x, y, _, _) in enumerate(pts):
+        paper(p, x, y, label="paper: max top-1 accuracy (ImageNet)" if i == 0 else "_")
+    style.categories(p, names, 13)
+    zoom(p, pts, label="paper: max accuracy (%)")
+    p.set_title("(c) paper: max accuracy (ImageNet)")
+    legend(p)
+    _caption(fig, result, names, "Speed-ups are paired by seed on the log scale; (b) and (c) are different data "
+             "sets, so each has its own y range.")
+    return fig
+
+
+def c2(result: Result):
+    n = result.numbers
+    fig, gs = _frame(result, 16, 6, (1, 2), test_width=1.0)
+    a = fig.add_subplot(gs[0, 0])
+    series = _by_norm(n["arms"], _lr)
+    pts = _lines(a, series, dodge=1.08)
+    mult = PAPER_C2["diverged_lr"] / PAPER_C2["base_lr"]
+    lrs = sorted({lr for v in series.values() for lr, _ in v} | {1.0, mult, 30.0})
+    _log_x(a, lrs, "learning rate multiplier (LR x)")
+    zoom(a, pts, label="ours: score, test accuracy (%)")
+    for key, k in n["diverged"].items():
+        if k:
+            norm, lr = _lr(key)
+            a.annotate(f"{k}/{n['arms'][key]['n']} diverged", (lr, 0.1), xycoords=("data", "axes fraction"),
+                       ha="center", fontsize=style.FONT["tick"], color=color(norm))
+    a.set_title("(a) ours (digits): score per learning rate")
+    p = fig.add_subplot(gs[0, 1])
+    base = [(1, PAPER_C1["max_acc"]["Inception"], "no BN"), (1, PAPER_C1["max_acc"]["BN-Baseline"], "BN"),
+            (5, PAPER_C1["max_acc"]["BN-x5"], "BN"), (30, PAPER_C2["bn_x30_acc"], "BN")]
+    for i, (x, y, norm) in enumerate(base):
+        paper(p, x, y, label={0: "paper: no BN (Inception)", 1: "paper: BN (BN-Baseline, -x5, -x30)"}.get(i, "_"),
+              markeredgecolor=color(norm))
+    p.plot([mult], [0.05], marker="X", color=color("none"), linestyle="none", markersize=9,
+           transform=p.get_xaxis_transform(), label=f"paper: no BN diverged at x{mult:g}")
+    p.annotate("diverged", (mult, 0.1), xycoords=("data", "axes fraction"), ha="center",
+               fontsize=style.FONT["tick"], color=color("none"))
+    zoom(p, [(x, y, y, y) for x, y, _ in base], label="paper: max top-1 accuracy (%)")
+    _log_x(p, lrs, "learning rate multiplier (LR x)")
+    p.set_title("(b) paper (ImageNet Inception), its own y range")
+    _caption(fig, result, ["BN", "no BN"], "A diverged run scores 0 (drawn as v below the axis when off the range).")
+    return fig
+
+
+def c3(result: Result):
+    n = result.numbers
+    fig, gs = _frame(result, 16, 6, (1, 2), test_width=1.0)
+    a = fig.add_subplot(gs[0, 0])
+    acts = ["sigmoid", "relu"]
+    pts = []
+    offsets = {"BN": -0.12, "no BN": 0.12}
+    relu_bn = None
+    for key, cell in n["arms"].items():
+        act, rest = key.split(", ", 1)
+        norm = rest.split(" (")[0]
+        if act not in acts:
+            acts.append(act)
+        pts.append(dot(a, acts.index(act), cell, col=color(norm), offset=offsets.get(norm, 0.0),
+                       label=f"{norm}" if act == "sigmoid" else None))
+        if act == "relu" and norm == "BN":
+            relu_bn = cell["mean"]
+    lr = n.get("lr_mult", {})
+    style.categories(a, [f"{act}\n" + ", ".join(f"{k.split(', ')[1]} x{v:g}" for k, v in lr.items()
+                                                   if k.startswith(act + ",")) for act in acts], 30)
+    if relu_bn is not None:
+        y = 100 * PAPER_C3["keep"] * relu_bn
+        a.axhline(y, color="black", ls="--", lw=1,
+                  label=f"paper's ratio: {100 * PAPER_C3['keep']:.1f}% of our ReLU + BN")
+        pts.append((0, y, y, y))
+    zoom(a, pts, label="ours: score, test accuracy (%)")
+    a.set_title("(a) ours (digits), each arm at its LR chosen on validation")
+    legend(a)
+    p = fig.add_subplot(gs[0, 1])
+    table = [(0, PAPER_C3["sigmoid_bn"], "BN"), (0, PAPER_C3["sigmoid_none_max"], "no BN"),
+             (1, PAPER_C3["relu_bn"], "BN"), (1, PAPER_C3["relu_none"], "no BN")]
+    ppts = []
+    for i, (x, y, norm) in enumerate(table):
+        paper(p, x + offsets[norm], y, label=f"paper: {norm}" if i < 2 else "_", markeredgecolor=color(norm))
+        ppts.append((x + offsets[norm], y, y, y))
+    style.categories(p, ["sigmoid", "relu"])
+    zoom(p, ppts, label="paper: top-1 accuracy (%)")
+    p.set_title("(b) paper (ImageNet Inception), its own y range")
+    legend(p)
+    _caption(fig, result, ["BN", "no BN"], "Sigmoid without BN in the paper: never above 0.1%.")
+    return fig
+
+
+def c4(result: Result):
+    n = result.numbers
+    fig, gs = _frame(result, 16, 5.5, (1, 3), test_width=0.9)
+    a, b = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
+    _percentiles(a, n["percentiles"]["no BN"], "no BN", "(a) without BN")
+    _percentiles(b, n["percentiles"]["BN"], "BN", "(b) with BN")
+    style.share_y(a, b)
+    b.set_ylabel("")
+    legend(b)
+    d = fig.add_subplot(gs[0, 2])
+    _arm_dots(d, n["arms"], 1.0, "", "probe drift (range / spread)")
+    d.set_title(f"(c) drift per arm; ratio BN / no BN\n{n['ratio']['text']}")
+    _caption(fig, result, ["BN", "no BN"], "The paper gives no number; its Fig. 1(b, c) shows the no-BN percentiles "
+             "wandering and the BN ones steady. (a) and (b) share y.")
+    return fig
+
+
+def c5(result: Result):
+    n = result.numbers
+    fig, gs = _frame(result, 16, 5.8, (1, 2), test_width=1.0)
+    a, b = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
+    rates = sorted({_after(k, "dropout")[1] for k in n["arms"]})
+    pos = {r: i for i, r in enumerate(rates)}
+    for ax, arms, scale, unit, ylabel in ((a, n["arms"], 100.0, "%", "score, test accuracy (%)"),
+                                          (b, n["train_test_gap"], 100.0, " points", "train - test accuracy (points)")):
+        series = _by_norm(arms, lambda k: _after(k, "dropout"))
+        series = {norm: [(pos[r] + (-0.08 if norm == "BN" else 0.08), c) for r, c in v] for norm, v in series.items()}
+        zoom(ax, _lines(ax, series, scale), unit, label=ylabel)
+        style.categories(ax, [f"dropout {r:g}" for r in rates])
+        legend(ax)
+    best = ", ".join(f"{k} {v:g}" for k, v in n.get("best_dropout", {}).items())
+    a.set_title(f"(a) score per dropout rate (best > 0 on validation: {best})")
+    b.set_title("(b) train - test gap per dropout rate")
+    _caption(fig, result, ["BN", "no BN"])
+    return fig
+
+
+def c6(result: Result):
+    n = result.numbers
+    key = n.get("init_key", "model.init_std").split(".")[-1]
+    fig, gs = _frame(result, 16, 5.8, (1, 2), test_width=1.0)
+    a, b = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
+    series = _by_norm(n["arms"], lambda k: _after(k, key))
+    pts = _lines(a, series, dodge=1.08)
+    _log_x(a, [x for v in series.values() for x, _ in v], f"{key} (log scale)")
+    zoom(a, pts, label="score, test accuracy (%)")
+    a.set_title("(a) score per initialization scale")
+    legend(a)
+    _arm_dots(b, n["spread"], 100.0, " points", "spread over inits (points)\nmax - min score within a seed",
+              floor=0.0)
+    b.set_title("(b) spread of the score over inits")
+    _caption(fig, result, ["BN", "no BN"], "The paper gives no number (section 3.3).")
+    return fig
+
+
+def c7(result: Result):
+    n = result.numbers
+    fig, gs = _frame(result, 16, 6, (1, 2), test_width=0.9)
+    a = fig.add_subplot(gs[0, 0])
+    pts, sizes = [], []
+    for norm, cells in n["error"].items():
+        xs = sorted((float(g), cell) for g, cell in cells.items() if g != "None")
+        sizes += [x for x, _ in xs]
+        if len(xs) > 1:
+            pts += _lines(a, {norm: xs})
+        else:
+            for x, cell in xs:  # GN, LN: statistics never use the batch; one run set at the whole batch
+                pts.append(dot(a, x, cell, col=color(norm), marker="s", label=f"{norm} (n={cell['n']}; any batch)"))
+                a.axhline(100 * cell["mean"], color=color(norm), ls=":", lw=1)
+    all_sizes = sorted(set(sizes) | set(PAPER_C7["BN"]))
+    a.set_xscale("log", base=2)
+    a.set_xticks(all_sizes, [f"{x:g}" for x in all_sizes])
+    a.minorticks_off()
+    a.set_xlabel("examples per normalization batch (log 2)")
+    zoom(a, pts, label="ours: test error (%), 1 - score")
+    a.set_title("(a) ours (digits)")
+    legend(a)
+    p = fig.add_subplot(gs[0, 1], sharex=a)
+    ppts = []
+    for norm, table in PAPER_C7.items():
         xs = sorted(table)
-        ax_row[1].plot(xs, [table[x] for x in xs], marker="o", label=name)
-    ax_row[1].set_xscale("log", base=2)
-    ax_row[1].set_xlabel("images per GPU")
-    ax_row[1].set_ylabel("top-1 error (%)")
-    ax_row[1].set_title("paper (Group Norm, ResNet-50 ImageNet)", fontsize=9)
-    ax_row[1].legend(fontsize=7)
-    ax_row[1].grid(alpha=0.3)
+        if len(xs) > 1:
+            p.plot(xs, [table[x] for x in xs], color=color(norm), lw=1, alpha=0.6)
+        for i, x in enumerate(xs):
+            paper(p, x, table[x], label=f"paper: {norm}" if i == 0 else "_", markeredgecolor=color(norm))
+            ppts.append((x, table[x], table[x], table[x]))
+    zoom(p, ppts, label="paper: top-1 error (%)")
+    p.set_xlabel("images per GPU (log 2)")
+    p.set_title("(b) paper (Group Norm, ResNet-50 ImageNet), its own y range")
+    legend(p)
+    _caption(fig, result, list(n["error"]) + ["GN", "LN", "Batch Renorm"],
+             "Dotted lines: a norm whose statistics never use the batch, run once, drawn across every size.")
+    return fig
 
 
-def c8(result: Result, ax_row) -> None:
+def c8(result: Result):
     cells = result.numbers["cells"]
-    flat = {f"{setting}\n{variant}": cell for setting, variants in cells.items() for variant, cell in variants.items()}
-    _arms(ax_row[0], flat, "final test accuracy (%) per statistics estimator")
-    ax_row[0].set_title("EMA, precise BN, Algorithm 2, test-time batch statistics per setting", fontsize=9)
+    stress = set(result.numbers.get("stress_cells", []))
+    fig, gs = _frame(result, 5 + 3.6 * len(cells), 6, (1, len(cells)), test_width=1.3)
+    axes, pts = [], []
+    variants = list(dict.fromkeys(v for vs in cells.values() for v in vs))
+    for i, (setting, vs) in enumerate(cells.items()):
+        ax = fig.add_subplot(gs[0, i], sharey=axes[0] if axes else None)
+        for j, v in enumerate(variants):
+            if v in vs:
+                last = i == len(cells) - 1  # one legend entry per estimator
+                pts.append(dot(ax, j, vs[v], col=color(v), label=f"{v} (n={vs[v]['n']})" if last else None))
+        style.categories(ax, variants, 10)
+        mark = "EMA known inaccurate" if setting in stress else "standard"
+        ax.set_title(f"({chr(97 + i)}) {style.wrap(setting, 40)}\n[{mark}]")
+        axes.append(ax)
+    zoom(axes[0], pts, label="final test accuracy (%)")
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+    legend(axes[-1])
+    _caption(fig, result, variants, "Panels share y. The paper's claim is qualitative (no number to draw).")
+    return fig
 
 
-def c4(result: Result, ax_row) -> None:
-    _percentiles(ax_row[0], result.numbers["percentiles"]["no BN"], "without BN")
-    _percentiles(ax_row[1], result.numbers["percentiles"]["BN"], "with BN")
-    _arms(ax_row[2], result.numbers["arms"], "probe drift (range / spread)", 1.0)
+def c9(result: Result):
+    n = result.numbers
+    fig, gs = _frame(result, 15, 5.6, (1, 2), test_width=1.0)
+    a, b = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
+    _arm_dots(a, n["arms"], ylabel="score, test accuracy (%)")
+    a.set_title("(a) score per arm")
+    _arm_dots(b, n["drift"], 1.0, "", "probe drift (range / spread)")
+    b.set_title(f"(b) drift of the probed input ({n.get('probe', '')})")
+    _caption(fig, result, list(n["arms"]), "The paper's claim is qualitative (no number to draw).")
+    return fig
 
 
-def _extra_panels(result: Result) -> int:
-    return {"fig1": 3, "C1": 2, "C4": 3, "C7": 2, "C8": 1}.get(result.id, 0)
+def c10(result: Result):
+    n = result.numbers
+    fig, gs = _frame(result, 16, 6, (1, 2), ratios=[1.3, 1], test_width=1.0)
+    a, b = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
+    series = _by_norm(n["arms"], _lr)
+    pts = _lines(a, series, dodge=1.08)
+    _log_x(a, [x for v in series.values() for x, _ in v], "learning rate multiplier (LR x)")
+    a.axvline(n["small_lr_mult"], color="black", ls=":", lw=1, label=f"smallest shared LR x{n['small_lr_mult']:g}")
+    order = list(series)
+    for norm, lr in n["best_lr_mult"].items():
+        cell = n["arms"].get(f"{norm}, x{lr:g}")
+        if cell and norm in order:  # on the dodged x of its norm's dots
+            x = lr * 1.08 ** (order.index(norm) - (len(order) - 1) / 2)
+            a.plot([x], [100 * cell["mean"]], marker="*", markersize=13, color=color(norm), linestyle="none",
+                   markeredgecolor="black", label=f"{norm}'s best LR (validation): x{lr:g}")
+    zoom(a, pts, label="score, test accuracy (%)")
+    a.set_title("(a) score per learning rate")
+    legend(a)
+    gap = n["gap"]
+    names = {"small": f"at the smallest LR x{n['small_lr_mult']:g}", "best": "at each arm's best LR"}
+    gpts = [dot(b, i, gap[k], col="black") for i, k in enumerate(("small", "best")) if k in gap]
+    margin = next((c["threshold"] for c in result.checks if c["key"] == "small_same"), None)
+    if margin:
+        b.axhspan(-100 * margin, 100 * margin, color="0.85", zorder=0, label=f"+-{100 * margin:g} point margin")
+        gpts.append((0, -100 * margin, -100 * margin, 100 * margin))
+    b.axhline(0, color="black", lw=0.8)
+    style.categories(b, [names[k] for k in ("small", "best") if k in gap], 18)
+    zoom(b, gpts, " points", label="BN - no BN score (points)")
+    b.set_title("(b) BN's advantage")
+    legend(b)
+    _caption(fig, result, ["BN", "no BN"], "The paper's claim is qualitative (no number to draw). A diverged run "
+             "scores 0 (drawn as v below the axis when off the range).")
+    return fig
 
 
-EXTRA = {"fig1": fig1, "C1": c1, "C4": c4, "C7": c7, "C8": c8}
+def generic(result: Result):
+    fig, gs = _frame(result, 12, 5.5, (1, 1))
+    ax = fig.add_subplot(gs[0, 0])
+    _arm_dots(ax, result.numbers["arms"], ylabel="score, test accuracy (%)")
+    _caption(fig, result)
+    return fig
+
+
+FIGURES = {"fig1": fig1, "C1": c1, "C2": c2, "C3": c3, "C4": c4, "C5": c5, "C6": c6, "C7": c7, "C8": c8,
+           "C9": c9, "C10": c10}
+
+
+def render(result: Result):
+    """The claim's Figure (legible ticks), or None when it was not judged (not run, or refused before any number)."""
+    if result.verdict == NOT_RUN or not result.checks:
+        return None
+    fig = FIGURES.get(result.id, generic)(result)
+    style.figure_legend(fig)
+    style.untangle(fig)
+    return fig
 
 
 def draw(result: Result, out: Path) -> Path | None:
-    """The claim's figure, or None when it was not judged (not run, or refused before any number)."""
-    if result.verdict == NOT_RUN or not result.checks:
+    """Render the claim's figure and save it as <out>/<id>.png."""
+    fig = render(result)
+    if fig is None:
         return None
-    extra = _extra_panels(result)
-    has_arms = "arms" in result.numbers and result.id not in ("C4",)
-    panels = extra + has_arms + 1
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.5), squeeze=False)
-    axes = list(axes[0])
-    if extra:
-        EXTRA[result.id](result, axes[:extra])
-    if has_arms:
-        _arms(axes[extra], result.numbers["arms"], "score: test accuracy (%)")
-        axes[extra].set_title("each arm's score, mean and 95% interval", fontsize=9)
-    _tests(axes[-1], result)
-    return _finish(fig, result, out)
-
-
+    path = Path(out) / f"{result.id.lower()}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

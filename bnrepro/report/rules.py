@@ -97,6 +97,7 @@ class Rule:
         """(verdict, deciding test, checks) from the judge's intervals, keyed by test key."""
         checks = [{"key": t.key, "role": t.role, "says": t.says, "outcome": t.outcome(measured.get(t.key)),
                    "kind": t.kind, "threshold": t.threshold, "unit": t.unit,
+                   "fail_at": t.threshold if t.fail_at is None else t.fail_at,
                    "interval": measured[t.key].to_json() if measured.get(t.key) is not None else None}
                   for t in self.tests]
         by_role = {role: [c for c in checks if c["role"] == role] for role in (PRECONDITION, CORE, SUPPORT)}
