@@ -86,8 +86,8 @@ def test_joblib_multirun_lines_are_labelled_and_each_run_ends_with_one_summary_l
         assert steps[0] == 10 and steps[-1] == 40 and len(steps) <= 4, own  # first and last, rate-limited
         summary = json.loads((run_dir / "summary.json").read_text())
         ends = [line for line in own if re.search(r": \w+ score ", line)]
-        assert ends == [f"{label}: completed score {summary['final_acc']:.4f} (test acc at the last eval) in "
-                        f"{summary['wall_s']:.1f} s, run dir {run_dir}"], own
+        assert ends == [f"{label}: completed score {summary['score']:.4f} (mean test acc over the last "
+                        f"{summary['score_k']} evals) in {summary['wall_s']:.1f} s, run dir {run_dir}"], own
         assert own[-1] == ends[0]
     assert progress and all(line.startswith("default[data=digits,seed=") for line in progress)
 
