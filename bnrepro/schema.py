@@ -17,6 +17,7 @@ from bnrepro import ConfigError
 
 NORMS = ("bn", "none", "gn", "ln", "in", "ghost_bn", "brn", "noisy_bn", "frozen_bn")
 GHOST_NORMS = ("ghost_bn", "brn")  # the norms that read model.ghost_batch
+BATCH_NORMS = ("bn", "ghost_bn", "brn", "noisy_bn")  # the norms that normalize with training-batch statistics
 FINAL_EVALS = ("ema", "precise", "precise_alg2", "precise_biased", "batch")
 
 PosFloat = Field(gt=0)
@@ -162,6 +163,10 @@ class TrainConfig(Group):
     @model_validator(mode="after")
     def _batch(self):
         g, b = self.model.ghost_batch, self.trainer.batch_size
+        if self.model.norm in BATCH_NORMS and (g or b) < 2:
+            raise ValueError(f"{'model.ghost_batch' if g else 'trainer.batch_size'}={g or b} leaves one example "
+                             f"per batch for model.norm={self.model.norm} to normalize over: set "
+                             "trainer.batch_size >= 2 (and model.ghost_batch >= 2), or model.norm=none|gn|ln")
         if g and b % g:
             raise ValueError(f"model.ghost_batch={g} does not divide trainer.batch_size={b}: pick a ghost size "
                              "that divides the batch")
