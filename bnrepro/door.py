@@ -97,10 +97,14 @@ def check(argv: list[str]) -> None:
     from hydra.errors import HydraException, MissingConfigException
     from omegaconf.errors import OmegaConfBaseException
 
-    try:
-        args = get_args_parser().parse_args(argv)
-    except SystemExit:
-        raise ConfigError(f"cannot parse the command line {' '.join(argv)!r}: see --help") from None
+    parser = get_args_parser()
+
+    def refuse(message):
+        raise ConfigError(f"cannot parse the command line ({message}): put flags such as -m before the "
+                          "overrides; see --help")
+
+    parser.error = refuse
+    args = parser.parse_args(argv)
     if args.help or args.hydra_help or args.info or args.shell_completion or args.config_dir or \
             args.config_path or args.config_name or args.experimental_rerun:
         return
