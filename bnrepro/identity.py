@@ -96,6 +96,7 @@ def claim_dir(cfg: DictConfig, run_dir: Path, overwrite: bool = False) -> str:
         old = {"config_hash": None, "config": {}}  # results from a run that recorded no config: not ours to reuse
     if old is not None and old["config_hash"] != h:
         if not overwrite:
+            restore_hydra(run_dir)  # Hydra rewrote .hydra/ for this launch: the old run keeps its own
             what = differences(old["config"], cfg) if old["config"] else "the old run recorded no config"
             raise ConfigError(f"{run_dir} holds a run of another config ({what}): use a new run dir "
                               "(hydra.run.dir=... or hydra.sweep.dir=...) or add trainer.overwrite=true to move "

@@ -100,7 +100,7 @@ def test_sweep_values_from_an_experiment_file_are_checked_in_the_job_and_leave_n
 def test_schema_accepts_every_experiment_and_the_keys_of_the_other_branches():
     for exp in [None, *sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))]:
         validate(compose_cfg(*([f"experiment={exp}"] if exp else [])))
-    validate(compose_cfg("+data.val_split=0.1", "+data.split_seed=3", "+trainer.eval_at=[1,2,4]",
+    validate(compose_cfg("+data.val_split=0.1", "++data.split_seed=3", "+trainer.eval_at=[1,2,4]",
                          "+trainer.score_last_k=3", "+model.init=xavier", "+c8_setting=ema_stress",
                          "trainer.final_eval=[ema,precise,precise_alg2,batch]"))
     with pytest.raises(ConfigError, match="trainer.score_last_k=0"):
@@ -152,9 +152,10 @@ def test_a_failed_job_is_recorded_and_fails_the_sweep_after_the_others(tmp_path)
     """Issue 13 item 2: a sweep whose jobs fail used to exit 0. Here the mnist job has no data."""
     res = run_cli("-m", "data=digits,mnist", "data.root=/nonexistent", *TINY, f"hydra.sweep.dir={tmp_path}")
     assert res.returncode != 0
-    summaries = {p.parent.name: json.loads(p.read_text()) for p in tmp_path.rglob("summary.json")}
-    assert summaries["data=digits"]["status"] == "completed"
-    failed = summaries["data=mnist"]
+    summaries = {p.parent.name.split(",data=")[1].split(",")[0]: json.loads(p.read_text())
+                 for p in tmp_path.rglob("summary.json")}
+    assert summaries["digits"]["status"] == "completed"
+    failed = summaries["mnist"]
     assert failed["status"] == "failed" and "/nonexistent" in failed["error"] and "\n" not in failed["error"]
     assert failed["config_hash"]
     assert sum(line.startswith("error: ") for line in res.stderr.splitlines()) >= 1
