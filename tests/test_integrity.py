@@ -287,3 +287,45 @@ def test_sweep_point_rerun_alone_equals_the_joblib_sweep_bit_for_bit(tmp_path):
     a, b = (json.loads((d / "summary.json").read_text()) for d in (swept, tmp_path / "alone"))
     assert a["threads"] == b["threads"] == 1 and a["config_hash"] == b["config_hash"]
     assert {"cpu", "isa", "torch", "mkl", "onednn"} <= set(a["machine"])
+
+
+# --- chaos: SIGKILL at random points, then resume ------------------------------------------------------------
+CHAOS = ["-m", "model.norm=bn,none", "seed=0,1,2", "trainer.max_steps=60", "trainer.eval_every=10",
+         "trainer.ckpt_every=7", "trainer.threads=1", "logger=none"]
+
+
+def _sweep_rows(sweep_dir: Path) -> dict[str, list[dict]]:
+    return {p.parent.name: rows(p.parent) for p in sweep_dir.rglob("metrics.jsonl") if ".aside" not in p.parts}
+
+
+def test_chaos_sigkill_three_times_then_resume_equals_an_uninterrupted_sweep(tmp_path):
+    """A 6-job sweep killed with SIGKILL (no handler runs) at random points three times, then rerun: every run
+    ends completed, with the metrics of an uninterrupted sweep and no duplicate rows."""
+    import random
+    import signal
+    import time
+
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    cmd = lambda d: [sys.executable, "-m", "bnrepro.train", *CHAOS, f"hydra.sweep.dir={d}"]
+    reference = run_cli(*CHAOS, f"hydra.sweep.dir={tmp_path / 'reference'}")
+    assert reference.returncode == 0, reference.stderr
+    rng = random.Random(13)
+    done = lambda: sum(json.loads(p.read_text())["status"] == "completed" for p in (tmp_path / "chaos").rglob("summary.json"))
+    progress = []
+    for kill in range(3):
+        proc = subprocess.Popen(cmd(tmp_path / "chaos"), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(rng.uniform(3, 9))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        progress.append(done() if (tmp_path / "chaos").exists() else 0)
+    print("completed runs after each kill:", progress)
+    assert progress[-1] < 6  # the kills did interrupt the sweep
+    final = run_cli(*CHAOS, f"hydra.sweep.dir={tmp_path / 'chaos'}")
+    assert final.returncode == 0, final.stderr
+    expected, got = _sweep_rows(tmp_path / "reference"), _sweep_rows(tmp_path / "chaos")
+    assert len(expected) == 6 and got == expected
+    for name, run_rows in got.items():
+        steps = [r["step"] for r in run_rows]
+        assert steps == sorted(set(steps)), name  # no duplicate rows
+        assert json.loads((tmp_path / "chaos" / name / "summary.json").read_text())["status"] == "completed"
