@@ -120,7 +120,7 @@ def test_claims_json_has_every_claim_with_its_keys(holding_report):
     assert set(CLAIM_IDS) <= set(claims)
     for cid in CLAIM_IDS:
         assert {"verdict", "ours", "paper", "rule", "runs"} <= set(claims[cid])
-        assert claims[cid]["runs"] and all(Path(d).is_dir() for d in claims[cid]["runs"])
+        assert claims[cid]["runs"] and not any(Path(d).is_absolute() for d in claims[cid]["runs"])  # relative to RUNS
     assert len(claims["C2"]["runs"]) == 12
     assert claims["C2"]["numbers"]["diverged"]["none, x30"] == 3
     assert claims["C1"]["numbers"]["ladder"]["BN-x5"]["speedup"] > 2
@@ -173,7 +173,15 @@ def test_partial_and_missing_arms(tmp_path):
     assert results["C3"].verdict == "not run" and "no BN" in results["C3"].ours
 
 
-def test_empty_runs_dir_gives_not_run_everywhere(tmp_path, capsys):
+def test_no_runs_is_an_error_and_writes_nothing(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2 and not (tmp_path / "out").exists()
+    assert capsys.readouterr().err.startswith(f"error: no run directories (with a summary.json) under {tmp_path}")
+
+
+def test_runs_of_no_claim_give_not_run_everywhere(tmp_path, capsys):
+    make_run(tmp_path / "runs", "adhoc", 0, {}, final=0.9)
     main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     claims = json.loads((tmp_path / "out" / "claims.json").read_text())
     assert {c["verdict"] for c in claims.values()} == {"not run"}
