@@ -116,6 +116,9 @@ def check(argv: list[str]) -> None:
                 cfg = compose(config_name="train", overrides=job, return_hydra_config=True)
             except (HydraException, MissingConfigException, OmegaConfBaseException) as e:
                 raise hydra_error(e) from None
+            except Exception as e:  # noqa: BLE001 - OmegaConf raises plain errors for some malformed overrides
+                raise ConfigError(f"cannot compose the config with {' '.join(job)}: {type(e).__name__}: "
+                                  f"{one_line(e)}") from None
             try:
                 tree = cfg_without_hydra(cfg)
             except OmegaConfBaseException as e:

@@ -89,12 +89,18 @@ def test_every_bad_input_is_one_error_line_exit_2_and_no_run_dir(tmp_path):
 
 
 def test_sweep_values_from_an_experiment_file_are_checked_in_the_job_and_leave_no_dir(tmp_path):
-    """A bad value that only the job sees (not the command line): the job refuses it and removes Hydra's stub."""
-    cfg_dir = tmp_path / "sweep"
-    res = run_cli("-m", "trainer.max_steps=0,40", "trainer.eval_every=20", "logger=none", "model.hidden=[8]",
-                  f"hydra.sweep.dir={cfg_dir}", cwd=tmp_path)
-    # the command line's sweep is checked up front: no job ran, nothing written
-    assert res.returncode == 2 and not cfg_dir.exists(), res.stderr
+    """A bad value that only the job sees (an experiment file's sweep): that job is refused and its stub dir
+    removed; the other job runs; the sweep exits non-zero."""
+    (tmp_path / "extra" / "experiment").mkdir(parents=True)
+    (tmp_path / "extra" / "experiment" / "bad.yaml").write_text(
+        "# @package _global_\nname: bad\nhydra:\n  sweeper:\n    params:\n      model.dropout: 0.0,1.5\n")
+    res = run_cli("-m", "experiment=bad", f"hydra.searchpath=[file://{tmp_path / 'extra'}]", *TINY,
+                  f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert res.returncode != 0
+    assert "error: model.dropout=1.5: input should be less than 1" in res.stderr
+    dirs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert len(dirs) == 1 and dirs[0].startswith("model.dropout=0.0")
+    assert json.loads((tmp_path / "sweep" / dirs[0] / "summary.json").read_text())["status"] == "completed"
 
 
 def test_schema_accepts_every_experiment_and_the_keys_of_the_other_branches():
