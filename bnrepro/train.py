@@ -12,10 +12,9 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-
-from hydra.errors import CompactHydraException
 
 from bnrepro import ConfigError, door
 from bnrepro import distributed as dist
