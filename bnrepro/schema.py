@@ -192,7 +192,7 @@ def _message(err: dict) -> str:
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
         hint = f"did you mean {'.'.join([*map(str, loc[:-1]), close[0]])}? " if close else ""
         where = ".".join(map(str, loc[:-1])) or "the top level"
-        return f"unknown key {key}: {hint}valid keys in {where}: {', '.join(valid)}"
+        return f"unknown key {key}: {hint}remove it or fix its spelling; valid keys in {where}: {', '.join(valid)}"
     if err["type"] == "missing":
         return f"{key} is missing: set it ({key}=...)"
     msg = err["msg"].removeprefix("Value error, ")

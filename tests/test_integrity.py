@@ -50,7 +50,7 @@ BAD_INPUTS = [  # (overrides, the start of the one error line) - the README list
     (["trainer.max_steps=-5"], "error: trainer.max_steps=-5: input should be greater than or equal to 1"),
     (["+optim.lrr=0.1"], "error: unknown key optim.lrr: did you mean optim.lr?"),
     (["optim.lrr=0.1"], "error: unknown key optim.lrr: did you mean optim.lr?"),
-    (["+foo=1"], "error: unknown key foo: valid keys in the top level:"),
+    (["+foo=1"], "error: unknown key foo: remove it or fix its spelling; valid keys in the top level:"),
     (["model.norm=bn", "model.ghost_batch=7"], "error: model.ghost_batch=7 is read only by norm ghost_bn or brn"),
     (["model.norm=ghost_bn", "model.ghost_batch=7"], "error: model.ghost_batch=7 does not divide trainer.batch_size=60"),
     (["optim.lr=abc"], "error: optim.lr='abc': input should be a valid number"),
