@@ -113,6 +113,22 @@ def test_schema_accepts_every_experiment_and_the_keys_of_the_other_branches():
         validate(compose_cfg("+trainer.score_last_k=0"))
 
 
+def test_schema_accepts_every_job_of_every_experiment_at_every_scale():
+    """The suite's own sweeps (hydra.sweeper.params of each experiment file) never hit the door."""
+    import itertools
+
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        for scale in ("cpu", "cifar", "imagenet"):
+            for exp in sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml")):
+                base = [f"experiment={exp}", f"scale={scale}"]
+                params = compose("train", overrides=base, return_hydra_config=True).hydra.sweeper.params or {}
+                keys = [k for k in params if k != "seed"]
+                for values in itertools.product(*(str(params[k]).split(",") for k in keys)):
+                    validate(compose("train", overrides=[*base, *(f"{k}={v}" for k, v in zip(keys, values))]))
+
+
 # --- a run's identity is its config ----------------------------------------------------------------------
 def test_hash_ignores_keys_that_do_not_change_numbers():
     base = config_hash(compose_cfg(*TINY))
