@@ -1,19 +1,21 @@
 """Checkpoints that are never torn, and the random state that makes a resumed run continue exactly.
 
 Like timm's saver: write to a temporary file in the same folder, then `os.replace` it over the old one
-(atomic on POSIX), keeping `last.pt` (resume) and `best.pt` (best validation accuracy so far; none without a val split).
+(atomic on POSIX), keeping `last.pt` (resume), `previous.pt` (the one before, the fallback when last.pt is
+unreadable) and `best.pt` (best validation accuracy so far; none without a val split).
 """
 from __future__ import annotations
 
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-LAST, BEST = "last.pt", "best.pt"
+LAST, PREVIOUS, BEST = "last.pt", "previous.pt", "best.pt"
 
 
 def rng_state() -> dict:
@@ -45,7 +47,12 @@ def atomic_save(obj, path: Path) -> None:
 def save_checkpoint(folder: Path, state: dict, is_best: bool = False) -> None:
     """Write state to folder/last.pt and, when is_best, also to folder/best.pt (copied, then renamed)."""
     folder = Path(folder)
-    atomic_save(state, folder / LAST)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{LAST}.tmp{os.getpid()}"
+    torch.save(state, tmp)
+    if (folder / LAST).exists():
+        os.replace(folder / LAST, folder / PREVIOUS)  # a kill between these two renames leaves previous.pt
+    os.replace(tmp, folder / LAST)
     if is_best:
         tmp = folder / f".{BEST}.tmp{os.getpid()}"
         shutil.copyfile(folder / LAST, tmp)
@@ -59,3 +66,22 @@ def load_checkpoint(folder: Path, name: str = LAST, map_location="cpu") -> dict 
     if not path.is_file():
         return None
     return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def load_any(folder: Path, map_location="cpu", warn: bool = True) -> dict | None:
+    """The newest readable checkpoint: last.pt, else previous.pt; None when neither exists or neither reads.
+    An unreadable file (torn by a kill, a full disk) is named in a warning and left in place; never fatal."""
+    for name in (LAST, PREVIOUS):
+        path = Path(folder) / name
+        try:
+            state = load_checkpoint(folder, name, map_location)
+        except Exception as e:  # noqa: BLE001 - torch.load raises RuntimeError, EOFError, UnpicklingError...
+            if warn:
+                print(f"warning: checkpoint {path} is unreadable ({type(e).__name__}: {str(e)[:80]}); "
+                      "falling back to the one before", file=sys.stderr)
+            continue
+        if state is not None:
+            return state
+    if warn and Path(folder).is_dir() and any(Path(folder).glob("*.pt")):
+        print(f"warning: no readable checkpoint in {folder}: the run restarts from step 0", file=sys.stderr)
+    return None

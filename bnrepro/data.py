@@ -155,7 +155,7 @@ def load_cifar(cfg) -> Data:
     return Data(*read(train_files), *read(test_files), num_classes, augment=cfg.augment)
 
 
-def load_imagenet(cfg, device) -> FolderData:
+def load_imagenet(cfg, device, workers: int | None = None) -> FolderData:
     root = Path(cfg.root).expanduser()
     missing = [s for s in ("train", "val") if not (root / s).is_dir()]
     if missing or cfg.get("download"):
@@ -164,7 +164,11 @@ def load_imagenet(cfg, device) -> FolderData:
         raise ConfigError(f"{why} (expects the ImageFolder layout <data.root>/train/<class>/*.JPEG and "
                           "<data.root>/val/<class>/*.JPEG, e.g. from torchvision's or timm's preparation "
                           "scripts): set data.root or DATA_DIR to that folder")
-    return FolderData(root, cfg, torch.device(device))
+    if workers is None:  # direct callers; training passes the number resolved once at startup
+        from bnrepro.resources import resolve
+
+        workers = resolve(workers=cfg.get("workers", "auto")).workers
+    return FolderData(root, cfg, torch.device(device), workers)
 
 
 def cache_dir(cfg) -> Path:
@@ -271,13 +275,15 @@ def stratified_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch
     return keep.nonzero().flatten(), val_idx
 
 
-def load_data(cfg, device: torch.device | str = "cpu") -> Data | FolderData:
+def load_data(cfg, device: torch.device | str = "cpu", workers: int | None = None) -> Data | FolderData:
+    """The dataset of cfg on device; `workers` (DataLoader workers, for streamed datasets) comes from
+    bnrepro.resources, resolved once at startup."""
     fraction = val_fraction(cfg)
     if cfg.name == "imagenet":
         if fraction > 0:
             raise ConfigError(f"data.val_split={fraction}: not supported for imagenet (streamed from folders; "
                               "its val/ folder is the test set): set data.val_split=0")
-        return load_imagenet(cfg, device)
+        return load_imagenet(cfg, device, workers)
     if cfg.name not in LOADERS:
         raise ConfigError(f"unknown dataset '{cfg.name}': choose data=<one of {', '.join([*LOADERS, 'imagenet'])}>")
     data = LOADERS[cfg.name](cfg)
@@ -409,17 +415,6 @@ class FolderLoader:
         self.epoch, self.position, self.batches = state["epoch"], state["position"], None
 
 
-def loader_workers(workers) -> int:
-    """DataLoader workers per process. auto: the cores this job was granted (os.sched_getaffinity: what Slurm
-    or taskset gave it) shared among the processes torchrun started on this node, at most 8."""
-    if workers == "auto":
-        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        return max(1, min(8, len(os.sched_getaffinity(0)) // local_processes))
-    if not isinstance(workers, int) or workers < 0:
-        raise ConfigError(f"data.workers={workers!r}: set a number of DataLoader workers >= 0, or auto")
-    return workers
-
-
 class FolderData:
     """ImageNet in torchvision's ImageFolder layout, streamed: RandomResizedCrop + flip for training,
     resize + center crop for evaluation, decoded by DataLoader workers into pinned memory."""
@@ -427,10 +422,10 @@ class FolderData:
     MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     has_val = False  # data.val_split is refused for ImageNet (load_data)
 
-    def __init__(self, root: Path, cfg, device: torch.device):
+    def __init__(self, root: Path, cfg, device: torch.device, workers: int):
         from torchvision import datasets, transforms as T
 
-        self.root, self.device, self.workers = root, device, loader_workers(cfg.get("workers", "auto"))
+        self.root, self.device, self.workers = root, device, workers
         normalize = [T.ToTensor(), T.Normalize(self.MEAN, self.STD)]
         crop = int(cfg.get("crop_size", 224))
         train_tf = ([T.RandomResizedCrop(crop), T.RandomHorizontalFlip()] if cfg.get("augment", True)

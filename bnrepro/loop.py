@@ -25,13 +25,14 @@ from omegaconf import OmegaConf
 
 import bnrepro
 from bnrepro import distributed as dist
-from bnrepro.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from bnrepro.checkpoint import load_any, rng_state, save_checkpoint, set_rng_state
 from bnrepro.data import load_data, per_rank
 from bnrepro.models import build_model, count_params
 from bnrepro.norm import convert_sync_bn, validate_batch
 from bnrepro.optim import build_optimizer, build_schedule
 from bnrepro.probes import Probe
 from bnrepro.progress import Progress, run_label
+from bnrepro.resources import Resources, from_config, machine
 from bnrepro.tracking import Tracker
 
 # Set here, not in train.py: a sweep launched as `python -m bnrepro.train` pickles its task by value into
@@ -50,30 +51,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def torch_threads(setting) -> int:
-    """The torch thread count for this process: `trainer.threads`, or with `auto` the cores this process may
-    use (os.sched_getaffinity: what Slurm or taskset granted) shared among the jobs running beside it: the
-    joblib launcher's n_jobs, submitit_local's cpus_per_task, torchrun's processes on this node, or
-    BNREPRO_PARALLEL_JOBS when set."""
-    if setting != "auto":
-        return max(1, int(setting))
-    cores = len(os.sched_getaffinity(0))
-    jobs = int(os.environ.get("BNREPRO_PARALLEL_JOBS", "0"))
-    if not jobs:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
-        target = launcher.get("_target_", "") if HydraConfig.initialized() and \
-            HydraConfig.get().mode == RunMode.MULTIRUN else ""
-        if target.endswith("JoblibLauncher"):
-            jobs = cores if launcher.n_jobs < 0 else launcher.n_jobs
-        elif target.endswith("LocalLauncher"):
-            return max(1, launcher.get("cpus_per_task") or 1)
-    jobs = max(1, jobs) * int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(1, cores // jobs)
 
 
 def git_rev() -> str:
@@ -206,22 +183,25 @@ class StopSignal:
             handler(self.signum, None)
 
 
-def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
+def fit(cfg, run_dir: Path, multirun: bool = False, config_hash: str | None = None,
+        resources: Resources | None = None) -> dict:
     """Train cfg's model on cfg's data; write metrics.jsonl, summary.json and checkpoints into run_dir (rank 0);
-    resume from run_dir/checkpoints/last.pt when it exists; return the summary."""
+    resume from run_dir/checkpoints/last.pt (or previous.pt when last.pt is unreadable); return the summary.
+    `resources` (threads, workers) default to bnrepro.resources.from_config(cfg), resolved here once."""
     start = time.perf_counter()
     t = cfg.trainer
     evals = eval_steps(t)  # validated before anything is built or written
     device = pick_device(t.device)
     if dist.is_distributed() and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
-    threads = torch_threads(t.get("threads", "auto"))
+    resources = resources or from_config(cfg)
+    threads = resources.threads
     torch.set_num_threads(threads)
     # benchmark mode picks conv algorithms by timing, run by run: off when the caller asked for determinism
     torch.backends.cudnn.benchmark = not torch.backends.cudnn.deterministic
     rank, world, main = dist.rank(), dist.world_size(), dist.is_main()
     torch.manual_seed(cfg.seed)
-    data = load_data(cfg.data, device)
+    data = load_data(cfg.data, device, resources.workers)
     model = build_model(cfg.model, data.in_shape, data.num_classes).to(device)
     if cfg.model.get("norm_sync", False):
         model = convert_sync_bn(model)
@@ -258,7 +238,7 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
              "diag_best_test_acc": None, "last_eval_step": 0, "wall_s": 0.0, "last_eval_wall": 0.0,
              "loss_sum": 0.0, "wandb_id": None}
     has_val = getattr(data, "has_val", False)
-    ckpt = load_checkpoint(ckpt_dir, map_location=device)
+    ckpt = load_any(ckpt_dir, map_location=device)
     if ckpt is not None:
         if ckpt["world_size"] != world:
             raise bnrepro.ConfigError(f"{ckpt_dir / 'last.pt'} was written by {ckpt['world_size']} processes: "
@@ -287,7 +267,8 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "loader": loaders, "rng": rng_state(),
                 "state": {**state, "loss_sum": loss_sum.item(), "wall_s": elapsed()},
-                "config": OmegaConf.to_container(cfg, resolve=True), "world_size": world}, is_best)
+                "config": OmegaConf.to_container(cfg, resolve=True), "config_hash": config_hash,
+                "world_size": world}, is_best)
 
     progress = Progress.for_run(cfg, label, state["step"], multirun, enabled=main)
     loss_sum = torch.tensor(state["loss_sum"], device=device)
@@ -369,7 +350,8 @@ def fit(cfg, run_dir: Path, multirun: bool = False) -> dict:
                "steps": state["step"],
                "diverged_at": state.get("diverged_at"), "final_eval": final_eval, "wall_s": elapsed(),
                "params": params, "name": cfg.name, "claim": cfg.get("claim"), "scale": cfg.get("scale_name"),
-               "git_rev": git_rev(), "torch_version": torch.__version__, "world_size": world}
+               "git_rev": git_rev(), "torch_version": torch.__version__, "world_size": world,
+               "config_hash": config_hash, "threads": threads, "machine": machine()}
     tracker.finish(summary)
     progress.finish(summary, run_dir)
     return summary

@@ -43,15 +43,26 @@ def wandb_mode() -> str:
 
 def truncate_rows(path: Path, last_step: int) -> None:
     """Keep only the rows up to last_step: a resumed run continues from its checkpoint, so the rows an
-    interrupted run wrote after it would otherwise appear twice."""
+    interrupted run wrote after it would otherwise appear twice (they are logged again as the run replays
+    those steps). A row that does not parse (the torn last line of a run killed mid-write) is dropped."""
     if not path.exists():
         return
-    rows = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in rows if json.loads(line)["step"] <= last_step]
-    if len(kept) != len(rows):
+    text = path.read_text()
+    rows = [line for line in text.splitlines() if line.strip()]
+    kept = [line for line in rows if (row := _parse(line)) is not None and row.get("step", 0) <= last_step]
+    if len(kept) != len(rows) or (text and not text.endswith("\n")):
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, path)
+
+
+def _parse(line: str) -> dict | None:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        print(f"warning: dropped a torn metrics.jsonl line ({line[:40]!r}...): it is logged again", file=sys.stderr)
+        return None
+    return row if isinstance(row, dict) else None
 
 
 class Tracker:

@@ -12,36 +12,91 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from bnrepro import ConfigError
+from bnrepro import ConfigError, door
 from bnrepro import distributed as dist
-from bnrepro.loop import fit, pick_device
+from bnrepro.identity import OWN, claim_dir, holds_results, restore_hydra
+from bnrepro.loop import fit, git_rev, pick_device
+from bnrepro.schema import validate
+from bnrepro.tracking import write_json
 
 FINISHED = ("completed", "diverged")
 
+
+class JobFailed(CompactHydraException):
+    """Raised by a failed job of a multirun: Hydra lets the other jobs finish, then exits non-zero."""
+
+
+def _read_summary(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        print(f"warning: {path} is unreadable ({e}); the run is resumed or rerun", file=sys.stderr)
+        return None
+
+
+def one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if isinstance(e, ConfigError) else f"{type(e).__name__}: {text}"
 
 
 def train(cfg: DictConfig, run_dir: str | Path | None = None, multirun: bool = False) -> dict:
     """Run one training job in run_dir (default: Hydra's output dir) and return its summary.
 
-    A run whose summary says it finished is not repeated, so relaunching an interrupted sweep only runs
-    what is missing; a run with a checkpoint but no summary resumes from it.
+    The config is checked first (nothing is written for a bad one). A run dir belongs to one config (its
+    hash): a finished run of this config is not repeated, a started one resumes, one of another config is
+    refused (or moved aside with trainer.overwrite=true). Any exception after that is recorded as
+    summary.json status `failed` with a one-line `error`, then raised.
     """
+    validate(cfg)
     run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    h = claim_dir(cfg, run_dir, overwrite=bool(cfg.trainer.get("overwrite", False))) if dist.is_main() else None
     summary_path = run_dir / "summary.json"
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("status") in FINISHED:
-            print(f"{run_dir}: already {summary['status']}, skipped", file=sys.stderr)
-            return summary
+    summary = _read_summary(summary_path)
+    if summary and summary.get("status") in FINISHED:
+        print(f"{run_dir}: already {summary['status']} (config {h}), skipped", file=sys.stderr)
+        return summary
     config_path = run_dir / ".hydra" / "config.yaml"
     if dist.is_main() and not config_path.exists():  # Hydra writes it for CLI runs; direct calls get it here
         config_path.parent.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, config_path, resolve=True)
-    return fit(cfg, run_dir, multirun=multirun)
+    try:
+        return fit(cfg, run_dir, multirun=multirun, config_hash=h)
+    except Exception as e:
+        if dist.is_main():
+            write_json(summary_path, {"status": "failed", "error": one_line(e), "config_hash": h,
+                                      "name": cfg.get("name"), "claim": cfg.get("claim"),
+                                      "scale": cfg.get("scale_name"), "git_rev": git_rev()})
+        raise
+
+
+def remove_stub(run_dir: Path) -> None:
+    """Remove what Hydra wrote for a job refused before it started (.hydra/ and an empty log), unless the dir
+    holds a run; otherwise put that run's own .hydra/ back."""
+    if (run_dir / OWN).exists() or holds_results(run_dir):
+        restore_hydra(run_dir)
+        return
+    if run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def fail(e: BaseException, run_dir: Path, multirun: bool, code: int) -> None:
+    """One `error:` line; exit with code, or in a sweep, let the others finish and fail the sweep."""
+    print(f"error: {one_line(e)}" + (f" [{run_dir}]" if multirun else ""), file=sys.stderr, flush=True)
+    if code != 2 and door.env_flag("HYDRA_FULL_ERROR"):
+        import traceback
+
+        traceback.print_exception(e)
+    if multirun:
+        raise JobFailed(f"error: a job of this sweep failed ({run_dir}); the others ran; see the failed "
+                        "runs' summary.json") from None
+    sys.exit(code)
 
 
 def shared_run_dir(own: Path) -> Path:
@@ -60,18 +115,34 @@ def shared_run_dir(own: Path) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        validate(cfg)
+    except ConfigError as e:
+        remove_stub(run_dir)
+        fail(e, run_dir, multirun, 2)
     try:
         dist.init(pick_device(cfg.trainer.device).type)
-        run_dir = shared_run_dir(Path(HydraConfig.get().runtime.output_dir))
+        run_dir = shared_run_dir(run_dir)
         train(cfg, run_dir, multirun=multirun)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        if not multirun:  # in a sweep, one bad job must not take the others down
-            sys.exit(2)
+        fail(e, run_dir, multirun, 2)
+    except Exception as e:  # noqa: BLE001 - recorded in summary.json by train(); reported in one line here
+        fail(e, run_dir, multirun, 1)
     finally:
         dist.teardown()
+
+
+def main() -> None:
+    """The command line: checked before Hydra writes anything (door.check), then Hydra runs the job(s)."""
+    try:
+        door.check(sys.argv[1:])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    hydra_main()
 
 
 if __name__ == "__main__":

@@ -279,14 +279,18 @@ def test_eval_batches_partition_the_split():
 
 
 def test_loader_workers_auto_shares_the_granted_cores(monkeypatch):
-    from bnrepro.data import loader_workers
+    """Workers and threads come from one place (bnrepro.resources), the same share of the granted cores."""
+    from bnrepro.resources import resolve
+    from bnrepro.schema import Data
 
+    monkeypatch.delenv("BNREPRO_PARALLEL_JOBS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
-    assert loader_workers("auto") == 8  # capped
+    assert resolve().workers == 8  # capped
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    assert loader_workers("auto") == 4  # 16 cores among 4 torchrun processes
+    assert resolve().workers == 4 == resolve().threads  # 16 cores among 4 torchrun processes
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
-    assert loader_workers("auto") == 1
-    assert loader_workers(0) == 0
-    with pytest.raises(ConfigError, match="data.workers"):
-        loader_workers(-1)
+    assert resolve().workers == 1
+    assert resolve(workers=0).workers == 0
+    with pytest.raises(ValueError, match="workers"):
+        Data(name="imagenet", workers=-1)

@@ -48,8 +48,8 @@ def test_two_process_ddp_equals_one_process_without_bn(tmp_path):
     assert_same_run(tmp_path / "ddp", tmp_path / "single", tol=1e-5)
     # only rank 0 writes: one line per eval, one checkpoint folder, one copy of the config
     assert res.stderr.count("step 20/60") == 1
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [".hydra", "checkpoints", "metrics.jsonl",
-                                                                 "summary.json", "train.log"]
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
+        ".bnrepro", ".hydra", "checkpoints", "metrics.jsonl", "summary.json", "train.log"]
 
 
 # a second torchrun (~25 s on 2 cores): the issue asks for it in the default run

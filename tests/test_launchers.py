@@ -10,7 +10,7 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from bnrepro.loop import torch_threads
+from bnrepro.resources import resolve
 from conftest import CONFIGS, ROOT
 
 TINY = ("trainer.max_steps=40", "trainer.eval_every=20", "logger=none", "seed=0,1")
@@ -71,9 +71,9 @@ def test_slurm_config_requeues_and_reads_the_site_file(tmp_path):
 
 def test_threads_setting(monkeypatch):
     cores = len(os.sched_getaffinity(0))
-    assert torch_threads(3) == 3
+    assert resolve(threads=3).threads == 3
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setenv("BNREPRO_PARALLEL_JOBS", "2")
-    assert torch_threads("auto") == max(1, cores // 2)
+    assert resolve("auto").threads == max(1, cores // 2)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun's processes on this node share the cores too
-    assert torch_threads("auto") == max(1, cores // 8)
+    assert resolve("auto").threads == max(1, cores // 8)

@@ -323,7 +323,7 @@ def test_claims_json_has_the_numbers_and_checks(holding_report):
     claims = json.loads((out / "claims.json").read_text())
     for cid in CLAIM_IDS:
         assert {"verdict", "deciding", "ours", "paper", "rule", "runs", "failed", "checks", "numbers"} <= set(claims[cid])
-        assert claims[cid]["runs"] and all(Path(d).is_dir() for d in claims[cid]["runs"])
+        assert claims[cid]["runs"] and not any(Path(d).is_absolute() for d in claims[cid]["runs"])  # relative to RUNS
         for check in claims[cid]["checks"]:
             assert check["outcome"] in ("holds", "fails", "unclear")
             assert {"mean", "lo", "hi", "n", "test"} <= set(check["interval"])
@@ -357,7 +357,15 @@ def test_missing_arm_is_not_run(tmp_path):
     assert result.verdict == "not run" and "no BN" in result.ours
 
 
-def test_empty_runs_dir_gives_not_run_everywhere(tmp_path, capsys):
+def test_no_runs_is_an_error_and_writes_nothing(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2 and not (tmp_path / "out").exists()
+    assert capsys.readouterr().err.startswith(f"error: no run directories (with a summary.json) under {tmp_path}")
+
+
+def test_runs_of_no_claim_give_not_run_everywhere(tmp_path, capsys):
+    make_run(tmp_path / "runs", "adhoc", 0, {}, final=0.9)
     main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     claims = json.loads((tmp_path / "out" / "claims.json").read_text())
     assert {c["verdict"] for c in claims.values()} == {"not run"}

@@ -1,12 +1,101 @@
 """python -m bnrepro.report RUNS_DIR --out results/<scale> [--wandb]
-python -m bnrepro.report --publish-wandb results/<scale> [--entity ENTITY]"""
+python -m bnrepro.report --publish-wandb results/<scale> [--entity ENTITY]
+
+The report never overwrites with less: no run directories under RUNS_DIR is an error (exit 2) that names the
+path; the report is written into a temporary dir beside --out and swapped in only when complete; a report made
+from fewer runs than the one it replaces, or from runs whose step budget is not the one their scale defines,
+says so in its header, which also names the machine(s) the runs came from.
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
-from bnrepro.report.writer import write_report
+from bnrepro import ConfigError
+
+
+def run_dirs(runs_dir: Path) -> list[Path]:
+    return [p.parent for p in sorted(runs_dir.rglob("summary.json"))
+            if not any(part.startswith(".") for part in p.relative_to(runs_dir).parts)]
+
+
+def check_paths(runs_dir: Path, out: Path) -> None:
+    from bnrepro.door import writable
+
+    if not runs_dir.is_dir() or not run_dirs(runs_dir):
+        raise ConfigError(f"no run directories (with a summary.json) under {runs_dir}: pass the dir the sweeps "
+                          "wrote (RUNS=runs/<scale>); nothing was written")
+    try:
+        writable(out.absolute().parent)
+        if out.exists():
+            writable(out)
+    except ConfigError:
+        raise ConfigError(f"cannot write the report to {out}: choose another --out or make it writable; "
+                          "nothing was written") from None
+
+
+def machine_line(machine: dict | None) -> str:
+    if not machine:
+        return "not recorded"
+    libs = ", ".join(f"{k} {machine[k]}" for k in ("torch", "mkl", "onednn") if machine.get(k))
+    cuda = machine.get("cuda") or {}
+    gpu = f", GPU {cuda.get('device')}" if cuda else ""
+    return f"{machine.get('cpu')} ({machine.get('arch')}, {machine.get('isa')}){gpu}; {libs}"
+
+
+def expected_steps(name: str, scale: str) -> int | None:
+    """trainer.max_steps that `experiment=name scale=scale` defines; None for an ad-hoc run."""
+    from hydra import compose, initialize_config_dir
+
+    from bnrepro.door import CONFIGS
+
+    if not (CONFIGS / "experiment" / f"{name}.yaml").exists():
+        return None
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return int(compose("train", overrides=[f"experiment={name}", f"scale={scale}"]).trainer.max_steps)
+
+
+def header_notes(runs, out: Path, n_runs: int) -> list[str]:
+    """Lines for the report's header: the machines, and every way this report has less than it should."""
+    notes = []
+    machines = sorted({machine_line(run.summary.get("machine")) for run in runs})
+    notes.append(f"Runs made on: {'; '.join(machines)}." if len(machines) == 1 else
+                 f"Runs made on {len(machines)} different machines: {' | '.join(machines)}.")
+    off, cache = {}, {}
+    for run in runs:
+        name, scale, steps = run.name, run.summary.get("scale") or run.get("scale_name"), run.get("trainer.max_steps")
+        if (name, scale) not in cache:
+            try:
+                cache[name, scale] = expected_steps(name, scale) if name and scale else None
+            except Exception:  # noqa: BLE001 - a config that no longer composes: nothing to compare against
+                cache[name, scale] = None
+        if cache[name, scale] is not None and steps is not None and int(steps) != cache[name, scale]:
+            off.setdefault(name, set()).add((int(steps), cache[name, scale]))
+    for name, pairs in sorted(off.items()):
+        got = ", ".join(str(s) for s, _ in sorted(pairs))
+        notes.append(f"**Warning: not the scale's step budget.** `{name}` has runs of {got} steps; its scale "
+                     f"defines {next(iter(pairs))[1]}.")
+    try:
+        committed = json.loads((out / "claims.json").read_text())
+        before = len({r for claim in committed.values() for r in claim.get("runs", [])})
+    except (OSError, ValueError, AttributeError):
+        before = None
+    if before is not None and n_runs < before:
+        notes.append(f"**Warning: fewer runs than the report this one replaced** ({n_runs} vs {before}).")
+    return notes
+
+
+def swap_in(tmp: Path, out: Path) -> None:
+    """Replace out by the complete tmp: two renames, then the old copy is removed."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,12 +117,30 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(publish(args.publish_wandb, entity=args.entity))
     if args.runs_dir is None:
         parser.error("RUNS_DIR is required (or --publish-wandb RESULTS_DIR)")
-    results, figures = write_report(args.runs_dir, args.out)
+    try:
+        check_paths(args.runs_dir, args.out)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    from bnrepro.report.runs import load_runs
+    from bnrepro.report.writer import write_report
+
+    out = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        runs = load_runs(args.runs_dir)
+        results, figures = write_report(args.runs_dir, tmp, notes=lambda n: header_notes(runs, out, n))
+        swap_in(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     width = max(len(r.id) for r in results)
     for r in results:
         print(f"{r.id:<{width}}  {r.verdict:<15} {r.ours}")
-    print(f"wrote {args.out / 'REPORT.md'}, {args.out / 'claims.json'} and {len(figures)} figures")
-    write_wandb_report(results, figures, args.out)
+    figures = {k: out / p.name for k, p in figures.items()}
+    print(f"wrote {out / 'REPORT.md'}, {out / 'claims.json'} and {len(figures)} figures")
+    write_wandb_report(results, figures, out)
     if args.wandb:
         from bnrepro.report.wandb_summary import log_to_wandb
 

@@ -96,7 +96,9 @@ def load_runs(root: str | Path) -> list[Run]:
     root = Path(root)
     if not root.exists():
         return []
-    return [load_run(path.parent) for path in sorted(root.rglob("summary.json"))]
+    # hidden folders (a run moved aside by trainer.overwrite=true, the trainer's own .bnrepro/) hold no current run
+    return [load_run(path.parent) for path in sorted(root.rglob("summary.json"))
+            if not any(part.startswith(".") for part in path.relative_to(root).parts)]
 
 
 def select(runs: list[Run], name: str) -> list[Run]:

@@ -11,16 +11,33 @@ from bnrepro.report.rules import HOW_TO_READ
 from bnrepro.report.runs import load_runs
 
 
-def write_report(runs_dir: str | Path, out: str | Path) -> tuple[list[Result], dict[str, Path]]:
-    """Evaluate every claim on the runs under runs_dir; write REPORT.md, claims.json and PNGs to out."""
+def write_report(runs_dir: str | Path, out: str | Path, notes=None) -> tuple[list[Result], dict[str, Path]]:
+    """Evaluate every claim on the runs under runs_dir; write REPORT.md, claims.json and PNGs to out.
+
+    claims.json depends only on the runs' files (run dirs relative to runs_dir, no times), so the same runs
+    give the same bytes. `notes(n_runs)` returns lines for the header (the machine, warnings: __main__.py)."""
     runs_dir, out = Path(runs_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = load_runs(runs_dir)
     results = evaluate_all(runs)
     figures = {r.id: path for r in results if (path := draw(r, out)) is not None}
-    (out / "claims.json").write_text(json.dumps({r.id: r.to_json() for r in results}, indent=1, default=str) + "\n")
-    (out / "REPORT.md").write_text(markdown(results, figures, runs, runs_dir))
+    claims = {r.id: {**r.to_json(), "runs": [_relative(d, runs_dir) for d in r.to_json()["runs"]]} for r in results}
+    (out / "claims.json").write_text(json.dumps(claims, indent=1, default=str) + "\n")
+    text = markdown(results, figures, runs, runs_dir)
+    n_runs = len({d for claim in claims.values() for d in claim["runs"]})
+    extra = notes(n_runs) if notes else []
+    if extra:
+        title, _, rest = text.partition("\n")
+        text = "\n".join([title, "", *[line + "  " for line in extra]]) + "\n" + rest
+    (out / "REPORT.md").write_text(text)
     return results, figures
+
+
+def _relative(run_dir: str, runs_dir: Path) -> str:
+    try:
+        return str(Path(run_dir).relative_to(runs_dir))
+    except ValueError:
+        return str(run_dir)
 
 
 def _cell(text: str) -> str:

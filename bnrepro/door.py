@@ -1,0 +1,149 @@
+"""Checks before Hydra writes anything: the command line parses, composes, passes the schema, and its output
+dir can be written. Hydra's own errors (unknown group option, unknown key, malformed override) become one
+line that lists the valid choices; the entry point prints it as `error: ...` and exits 2 with no run dir made.
+
+A sweep's jobs are composed from the command line's sweep values here; the values an experiment file sweeps
+(`hydra.sweeper.params`) are checked again in each job before it writes (train.py), which removes the stub
+dir Hydra made for a job that fails.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from bnrepro import ConfigError
+from bnrepro.schema import validate
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+MAX_JOBS_CHECKED = 200
+
+
+def one_line(text: str) -> str:
+    """Hydra's multi-line messages ('Available options in ...:' then one option per line) as one line."""
+    out, items = [], []
+    text = str(text).split("Config search path:")[0]  # Hydra appends its search path: noise to a user
+    for line in (s.strip() for s in text.splitlines()):
+        if not line:
+            continue
+        if line.endswith(":") and not items and out:
+            out.append(line[0].lower() + line[1:] + " ")
+        elif out and out[-1].endswith(": "):
+            items.append(line)
+        else:
+            if items:
+                out[-1] += ", ".join(items)
+                items = []
+            out.append(line)
+    if items:
+        out[-1] += ", ".join(items)
+    return "; ".join(s.rstrip() for s in out)
+
+
+def hydra_error(e: Exception) -> ConfigError:
+    from bnrepro.schema import _message
+
+    text = str(e)
+    if e.__cause__ is not None and "not in struct" in str(e.__cause__):
+        key = re.search(r"Could not (?:override|append to|delete from) '([^']+)'", text)
+        if key:
+            return ConfigError(_message({"type": "extra_forbidden", "loc": tuple(key.group(1).split("."))}))
+    missing = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
+    options = getattr(e, "options", None)
+    if missing and options:
+        group, value = missing.groups()
+        return ConfigError(f"unknown option {group}={value}: choose {group}=<{'|'.join(options)}>")
+    return ConfigError(one_line(re.sub(r"^In '[^']+': ", "", text)) + ": fix the override")
+
+
+def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as e:
+        raise ConfigError(f"malformed override: {one_line(e)}") from None
+    if not multirun:
+        return [overrides]
+    choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
+               else [o.input_line] for o in parsed]
+    return [list(job) for job in itertools.islice(itertools.product(*choices), MAX_JOBS_CHECKED)]
+
+
+def writable(path: Path) -> None:
+    """ConfigError unless files can be made in path (or, when it does not exist yet, in its nearest parent)."""
+    probe = Path(path).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(f"{probe} is a file")
+        tempfile.TemporaryFile(dir=probe).close()
+    except OSError as e:
+        raise ConfigError(f"cannot write the output dir {path} ({e.strerror or e}): choose another with "
+                          f"hydra.run.dir=... (hydra.sweep.dir=... for -m), or make {probe} writable") from None
+
+
+def check(argv: list[str]) -> None:
+    """Raise ConfigError for a command line that Hydra or the schema would refuse; do nothing for the
+    informational flags (--help, --info, --shell-completion) or a config dir of the user's own."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    parser = get_args_parser()
+
+    def refuse(message):
+        raise ConfigError(f"cannot parse the command line ({message}): put flags such as -m before the "
+                          "overrides; see --help")
+
+    parser.error = refuse
+    args = parser.parse_args(argv)
+    if args.help or args.hydra_help or args.info or args.shell_completion or args.config_dir or \
+            args.config_path or args.config_name or args.experimental_rerun:
+        return
+    import bnrepro.loop  # noqa: F401 - registers the bnrepro_cores resolver the launcher configs use
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        for job in _jobs(args.overrides, args.multirun):
+            try:
+                cfg = compose(config_name="train", overrides=job, return_hydra_config=True)
+            except (HydraException, MissingConfigException, OmegaConfBaseException) as e:
+                raise hydra_error(e) from None
+            except Exception as e:  # noqa: BLE001 - OmegaConf raises plain errors for some malformed overrides
+                raise ConfigError(f"cannot compose the config with {' '.join(job)}: {type(e).__name__}: "
+                                  f"{one_line(e)}") from None
+            try:
+                tree = cfg_without_hydra(cfg)
+            except OmegaConfBaseException as e:
+                raise ConfigError(f"cannot resolve the config: {one_line(e)}") from None
+            validate(tree)
+            out = _output_dir(cfg, args.multirun)
+            if out is not None and args.cfg is None:
+                writable(out)
+
+
+def cfg_without_hydra(cfg):
+    c = OmegaConf.to_container(cfg, resolve=False)
+    c.pop("hydra", None)
+    return OmegaConf.to_container(OmegaConf.create(c), resolve=True)
+
+
+def _output_dir(cfg, multirun: bool) -> Path | None:
+    from hydra.core.utils import setup_globals
+
+    setup_globals()  # the ${now:...} resolver
+    try:
+        return Path(str(OmegaConf.select(cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir")))
+    except Exception:  # noqa: BLE001 - a dir that needs runtime values: Hydra will say so itself
+        return None
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")
