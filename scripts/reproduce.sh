@@ -4,7 +4,8 @@
 # runs/$SCALE), OUT (report dir, default results/$SCALE), EXTRA (overrides appended to every sweep, e.g.
 # "trainer.max_steps=20 seed=0" for a smoke run), EXPERIMENTS (a subset, space-separated), KEEP_GOING (1: run
 # the other experiments after one fails, write the report, list the failures, exit 1; default: stop at the
-# first failed experiment). Finished runs are skipped by the trainer, so re-running resumes an interrupted suite.
+# first failed experiment), JOBS_PER_GPU (cifar scale with joblib: runs sharing the one GPU, default 4).
+# Finished runs are skipped by the trainer, so re-running resumes an interrupted suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE=${SCALE:-cpu}
@@ -30,6 +31,10 @@ progress_line() {  # k N experiment finished_before finished_after seconds_this 
   echo
 }
 KEEP_GOING=${KEEP_GOING:-0}
+# At cifar scale one GPU trains JOBS_PER_GPU runs at once (joblib): one ResNet-20 leaves most of a modern GPU idle;
+# results/bench/gpu.md (d) measured 2.9x the total images/s of one run at k=4 on an H200, and k=8 no more.
+JOBS=()
+if [ "$SCALE" = cifar ] && [ "$LAUNCHER" = joblib ]; then JOBS=("hydra.launcher.n_jobs=${JOBS_PER_GPU:-4}"); fi
 
 start=$(date +%s)
 total=$(wc -w <<< "$EXPERIMENTS")
@@ -41,7 +46,7 @@ for experiment in $EXPERIMENTS; do
   status=0
   # shellcheck disable=SC2086  # EXTRA is a list of overrides
   "$PYTHON" -m bnrepro.train -m "experiment=$experiment" "scale=$SCALE" "hydra/launcher=$LAUNCHER" \
-    "hydra.sweep.dir=$RUNS/$experiment" $EXTRA || status=$?
+    "hydra.sweep.dir=$RUNS/$experiment" "${JOBS[@]}" $EXTRA || status=$?
   if [ "$status" -ne 0 ]; then
     echo "[$k/$total] $experiment FAILED (exit $status) after $(( $(date +%s) - t0 )) s: see the error lines above" \
       "and the failed runs' summary.json in $RUNS/$experiment" >&2
