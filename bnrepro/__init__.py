@@ -1,9 +1,23 @@
 """bnrepro: reproduce the claims of the Batch Normalization paper and the work that tested it."""
+from collections.abc import Mapping
+
 from omegaconf import OmegaConf
 
 
 class ConfigError(ValueError):
     """Bad user input. The train entry point prints it as one line and exits non-zero."""
+
+
+def flatten(tree: Mapping, prefix: str = "") -> dict:
+    """{"model.norm": "bn", ...}: a nested config as dotted keys, the form the report, the config hash and the
+    W&B arms compare configs in."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def lr_scaled_steps(steps: int, lr_mult: float, cap: int) -> int:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from bnrepro import flatten
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SWEEP_ONLY = ("seed",)  # swept in every experiment but never part of an arm
 
@@ -45,23 +47,13 @@ def _read_sweeps(configs: Path) -> dict[str, dict[str, tuple[str, ...]]]:
     return sweeps
 
 
-def _flatten(tree: Mapping, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _read_options(configs: Path, group: str) -> dict[str, dict]:
     """{option: its literal leaves} for a config group (interpolations and the defaults list left out)."""
     options = {}
     for path in sorted((configs / group).glob("*.yaml")):
         tree = yaml.safe_load(path.read_text()) or {}
         tree.pop("defaults", None)
-        options[path.stem] = {k: v for k, v in _flatten(tree).items() if not (isinstance(v, str) and "${" in v)}
+        options[path.stem] = {k: v for k, v in flatten(tree).items() if not (isinstance(v, str) and "${" in v)}
     return options
 
 

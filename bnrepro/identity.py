@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from bnrepro import ConfigError
+from bnrepro import ConfigError, flatten
 
 # Keys that do not change a run's numbers: where it logs, where files live, how fast it goes, how it shows.
 IGNORED = ("logger", "trainer.device", "trainer.progress", "trainer.ckpt_every", "trainer.overwrite",
@@ -27,20 +27,10 @@ OWN = ".bnrepro"          # the trainer's copy of the first .hydra/ and identity
 ASIDE = ".aside"          # where trainer.overwrite=true moves an old run (a hidden folder beside the run dir)
 
 
-def _flatten(tree, prefix=""):
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def identity_config(cfg: DictConfig | dict) -> dict:
     """The flattened resolved config that the hash covers."""
     tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    flat = _flatten(tree)
+    flat = flatten(tree)
     return {k: v for k, v in sorted(flat.items()) if not any(k == i or k.startswith(i + ".") for i in IGNORED)}
 
 

@@ -355,3 +355,19 @@ def test_chaos_sigkill_three_times_then_resume_equals_an_uninterrupted_sweep(tmp
         steps = [r["step"] for r in run_rows]
         assert steps == sorted(set(steps)), name  # no duplicate rows
         assert json.loads((tmp_path / "chaos" / name / "summary.json").read_text())["status"] == "completed"
+
+
+def test_step_budget_check_follows_each_arm(tmp_path):
+    """C10 scales its budget with 1/LR: a run at x0.01 is compared with what its own arm defines, not x1's."""
+    from bnrepro.report.__main__ import arm_overrides, expected_steps
+    from bnrepro.report.runs import Run
+
+    hydra = tmp_path / ".hydra"
+    hydra.mkdir()
+    (hydra / "overrides.yaml").write_text("- model.norm=none\n- optim.lr_mult=0.01\n- seed=0\n"
+                                          "- experiment=c10_small_lr\n- scale=cpu\n")
+    run = Run(dir=tmp_path, config={"name": "c10_small_lr"}, summary={})
+    arm = arm_overrides(run)
+    assert arm == ("model.norm=none", "optim.lr_mult=0.01")
+    small = compose_cfg("experiment=c10_small_lr", *arm).trainer.max_steps
+    assert expected_steps("c10_small_lr", "cpu", arm) == small > expected_steps("c10_small_lr", "cpu")

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from bnrepro.train import train
 from conftest import ROOT, compose_cfg
@@ -221,3 +222,16 @@ def test_training_mode_probe_sees_the_noise(tmp_path, norm, shift):
         assert r["probe_train_p15"] <= r["probe_train_p50"] <= r["probe_train_p85"]
     gap = sum(abs(r["probe_train_p50"] - r["probe_p50"]) for r in rows) / len(rows)
     assert (gap > 0.5) == (shift > 0)
+
+
+def test_channels_last_auto_on_cuda_except_bn_inception():
+    """`auto` picks channels_last for conv nets on CUDA, but keeps BN-Inception in NCHW (gpu.md's finding);
+    decided from the config alone, so it is checked here without a GPU."""
+    from bnrepro.loop import Speed
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert Speed(compose_cfg("model=resnet_cifar"), cuda, (3, 32, 32)).channels_last
+    assert not Speed(compose_cfg("model=inception_bn"), cuda, (3, 32, 32)).channels_last
+    assert Speed(compose_cfg("model=inception_bn", "trainer.channels_last=true"), cuda, (3, 32, 32)).channels_last
+    assert not Speed(compose_cfg("model=resnet_cifar"), cpu, (3, 32, 32)).channels_last
+    assert not Speed(compose_cfg("model=mlp"), cuda, (64,)).channels_last

@@ -47,8 +47,9 @@ def machine_line(machine: dict | None) -> str:
     return f"{machine.get('cpu')} ({machine.get('arch')}, {machine.get('isa')}){gpu}; {libs}"
 
 
-def expected_steps(name: str, scale: str) -> int | None:
-    """trainer.max_steps that `experiment=name scale=scale` defines; None for an ad-hoc run."""
+def expected_steps(name: str, scale: str, arm: tuple[str, ...] = ()) -> int | None:
+    """trainer.max_steps that `experiment=name scale=scale` defines for a run of the given arm (its overrides of
+    the keys the experiment sweeps: C10's budget scales with the LR); None for an ad-hoc run."""
     from hydra import compose, initialize_config_dir
 
     from bnrepro.door import CONFIGS
@@ -56,7 +57,19 @@ def expected_steps(name: str, scale: str) -> int | None:
     if not (CONFIGS / "experiment" / f"{name}.yaml").exists():
         return None
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return int(compose("train", overrides=[f"experiment={name}", f"scale={scale}"]).trainer.max_steps)
+        return int(compose("train", overrides=[f"experiment={name}", f"scale={scale}", *arm]).trainer.max_steps)
+
+
+def arm_overrides(run) -> tuple[str, ...]:
+    """The run's own command-line overrides of the keys its experiment sweeps (seed aside), from Hydra's record."""
+    import yaml
+
+    from bnrepro.arms import SWEEPS
+
+    path = run.dir / ".hydra" / "overrides.yaml"
+    swept = {k for keys in SWEEPS.get(run.name, {}).values() for k in keys}
+    overrides = yaml.safe_load(path.read_text()) if path.exists() else []
+    return tuple(sorted(o for o in overrides or [] if o.split("=", 1)[0].lstrip("+~") in swept))
 
 
 def header_notes(runs, out: Path, n_runs: int) -> list[str]:
@@ -68,13 +81,14 @@ def header_notes(runs, out: Path, n_runs: int) -> list[str]:
     off, cache = {}, {}
     for run in runs:
         name, scale, steps = run.name, run.summary.get("scale") or run.get("scale_name"), run.get("trainer.max_steps")
-        if (name, scale) not in cache:
+        key = (name, scale, arm_overrides(run))
+        if key not in cache:
             try:
-                cache[name, scale] = expected_steps(name, scale) if name and scale else None
+                cache[key] = expected_steps(*key) if name and scale else None
             except Exception:  # noqa: BLE001 - a config that no longer composes: nothing to compare against
-                cache[name, scale] = None
-        if cache[name, scale] is not None and steps is not None and int(steps) != cache[name, scale]:
-            off.setdefault(name, set()).add((int(steps), cache[name, scale]))
+                cache[key] = None
+        if cache[key] is not None and steps is not None and int(steps) != cache[key]:
+            off.setdefault(name, set()).add((int(steps), cache[key]))
     for name, pairs in sorted(off.items()):
         got = ", ".join(str(s) for s, _ in sorted(pairs))
         notes.append(f"**Warning: not the scale's step budget.** `{name}` has runs of {got} steps; its scale "

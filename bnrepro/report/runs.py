@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from bnrepro import flatten
+
 
 @dataclass
 class Run:
@@ -51,16 +53,6 @@ class Run:
 
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def read_metrics(path: Path) -> list[dict]:
