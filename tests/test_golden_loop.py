@@ -9,13 +9,18 @@ Regenerate (only when a change of numbers is intended, and say why in the commit
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 from pathlib import Path
 
 import pytest
+import torch
 
+from bnrepro import loop
+from bnrepro.loop import RunState
+from bnrepro.probes import LoopProbe
 from bnrepro.tracking import Tracker
 from bnrepro.train import train
 from conftest import compose_cfg
@@ -92,3 +97,82 @@ def test_golden_sigterm_resumed_run(tmp_path, monkeypatch):
     monkeypatch.undo()
     summary = train(cfg, run_dir=tmp_path)
     _check(name, tmp_path, summary)
+
+
+class DrawingProbe(LoopProbe):
+    """A probe that draws random numbers at every moment the loop gives it, inside a fork of the RNG
+    (`forked=True`, as a probe must) or straight from the training RNG (to show the test would notice)."""
+
+    def __init__(self, forked: bool = True):
+        self.forked, self.drawn = forked, []
+
+    def _draw(self):
+        fork = torch.random.fork_rng(devices=[]) if self.forked else contextlib.nullcontext()
+        with fork:
+            self.drawn.append(torch.rand(()).item())
+
+    @contextlib.contextmanager
+    def _drawing(self):
+        self._draw()
+        yield
+        self._draw()
+
+    def keys(self):
+        return ("dummy_draw",)
+
+    def train_step(self):
+        return self._drawing()
+
+    def test_eval(self):
+        return self._drawing()
+
+    def values(self):
+        self._draw()
+        return {"dummy_draw": self.drawn[-1]}
+
+
+def _with_probe(monkeypatch, probe):
+    real = loop.build_probes
+    monkeypatch.setattr(loop, "build_probes", lambda cfg, model: [*real(cfg, model), probe])
+
+
+def test_a_probe_drawing_in_a_fork_of_the_rng_changes_nothing(tmp_path, monkeypatch):
+    """Noisy BN and dropout draw from the training RNG at every step: any draw a probe leaked into it would
+    move every number after the first evaluation."""
+    _with_probe(monkeypatch, DrawingProbe(forked=True))
+    name = "mlp_noisy_bn"
+    summary = train(compose_cfg(*COMMON, *RUNS[name]), run_dir=tmp_path)
+    rows = _rows(tmp_path)
+    assert all("dummy_draw" in r for r in rows)
+    want = json.loads((GOLDEN / f"{name}.json").read_text())
+    assert [{k: v for k, v in r.items() if k != "dummy_draw"} for r in rows] == want["rows"]
+    assert json.loads(json.dumps(_summary(summary))) == want["summary"]
+
+
+def test_a_probe_drawing_from_the_training_rng_would_be_caught(tmp_path, monkeypatch):
+    _with_probe(monkeypatch, DrawingProbe(forked=False))
+    name = "mlp_noisy_bn"
+    train(compose_cfg(*COMMON, *RUNS[name]), run_dir=tmp_path)
+    rows = [{k: v for k, v in r.items() if k != "dummy_draw"} for r in _rows(tmp_path)]
+    assert rows != json.loads((GOLDEN / f"{name}.json").read_text())["rows"]
+
+
+# every key of the dict fit kept before RunState (the checkpoints of earlier versions hold it)
+OLD_STATE_KEYS = {"step", "targets", "row", "recent_test", "recent_val", "best_val_acc", "best_val_step",
+                  "test_acc_at_best_val", "diag_best_test_acc", "last_eval_step", "wall_s", "last_eval_wall",
+                  "loss_sum", "wandb_id"}
+
+
+def test_run_state_reads_an_old_checkpoints_dict_and_writes_every_old_key():
+    old = {"step": 40, "targets": {"0.5": 20, "0.9": None}, "row": {"step": 40, "test_acc": 0.7},
+           "recent_test": [0.6, 0.7], "recent_val": [0.65, 0.72], "best_val_acc": 0.72, "best_val_step": 40,
+           "test_acc_at_best_val": 0.7, "diag_best_test_acc": 0.7, "last_eval_step": 40, "wall_s": 3.5,
+           "last_eval_wall": 3.4, "loss_sum": 1.25, "wandb_id": "abc"}
+    assert set(old) == OLD_STATE_KEYS
+    state = RunState.from_dict(old, targets=[0.5, 0.9])
+    assert state.step == 40 and state.targets == {"0.5": 20, "0.9": None} and state.diverged_at is None
+    assert OLD_STATE_KEYS <= set(state.to_dict())
+    assert {k: v for k, v in state.to_dict().items() if k in OLD_STATE_KEYS} == old
+    assert RunState.from_dict(state.to_dict(), targets=[]) == state
+    fresh = RunState.from_dict({}, targets=[0.8])
+    assert fresh == RunState.fresh([0.8]) and fresh.targets == {"0.8": None}
