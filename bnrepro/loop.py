@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import os
 import signal
@@ -17,7 +18,9 @@ import sys
 import threading
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +33,7 @@ from bnrepro.data import load_data, per_rank
 from bnrepro.models import build_model, count_params
 from bnrepro.norm import convert_sync_bn, validate_batch
 from bnrepro.optim import build_optimizer, build_schedule
-from bnrepro.probes import Probe
+from bnrepro.probes import LoopProbe, fig1_probes, watching
 from bnrepro.progress import Progress, run_label
 from bnrepro.resources import Resources, from_config, machine
 from bnrepro.tracking import Tracker
@@ -190,23 +193,124 @@ class StopSignal:
             handler(self.signum, None)
 
 
-def fit(cfg, run_dir: Path, multirun: bool = False, config_hash: str | None = None,
-        resources: Resources | None = None) -> dict:
-    """Train cfg's model on cfg's data; write metrics.jsonl, summary.json and checkpoints into run_dir (rank 0);
-    resume from run_dir/checkpoints/last.pt (or previous.pt when last.pt is unreadable); return the summary.
-    `resources` (threads, workers) default to bnrepro.resources.from_config(cfg), resolved here once."""
-    start = time.perf_counter()
+@dataclass
+class RunState:
+    """What a run has recorded so far; saved in each checkpoint (`to_dict`) and restored on resume.
+
+    recent_test/recent_val: the last score_k accuracies (the honest score); best_val_*: the early-stopping
+    view, chosen on validation only; diag_best_test_acc: a labelled diagnostic no rule may read. targets maps
+    each target accuracy (as a string) to the first eval step reaching it. loss_sum and wall_s are the values
+    at the checkpoint: the loop keeps the running loss sum on the device and the clock in a `Clock`."""
+
+    step: int = 0
+    targets: dict[str, int | None] = field(default_factory=dict)
+    row: dict = field(default_factory=dict)  # the last metrics row
+    recent_test: list[float] = field(default_factory=list)
+    recent_val: list[float] = field(default_factory=list)
+    best_val_acc: float | None = None
+    best_val_step: int | None = None
+    test_acc_at_best_val: float | None = None
+    diag_best_test_acc: float | None = None
+    last_eval_step: int = 0
+    wall_s: float = 0.0
+    last_eval_wall: float = 0.0
+    loss_sum: float = 0.0
+    wandb_id: str | None = None
+    diverged_at: int | None = None
+
+    @classmethod
+    def fresh(cls, targets) -> RunState:
+        return cls(targets={str(x): None for x in targets})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict, targets) -> RunState:
+        """A checkpoint's state over a fresh one: a key an older checkpoint lacks keeps its default (as the
+        old dict's update did); a key this version does not know is dropped."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return dataclasses.replace(cls.fresh(targets), **{k: v for k, v in saved.items() if k in known})
+
+    def record_eval(self, step: int, test_acc: float, val_acc: float | None, k: int) -> bool:
+        """Fold one (finite) evaluation into the run's scores; True when it is the best so far on validation
+        (the checkpoint to keep as best.pt). Steps-to-target read validation accuracy when there is a split,
+        else test accuracy (summary.json's steps_to_split says which)."""
+        self.recent_test = (self.recent_test + [test_acc])[-k:]
+        self.diag_best_test_acc = max(self.diag_best_test_acc or 0.0, test_acc)
+        watched = test_acc if val_acc is None else val_acc
+        for target, reached in self.targets.items():
+            if reached is None and watched >= float(target):
+                self.targets[target] = step
+        if val_acc is None:
+            return False
+        self.recent_val = (self.recent_val + [val_acc])[-k:]
+        if self.best_val_acc is None or val_acc > self.best_val_acc:
+            self.best_val_acc, self.best_val_step, self.test_acc_at_best_val = val_acc, step, test_acc
+            return True
+        return False
+
+
+@dataclass
+class Run:
+    """Everything `build_run` makes from a config, and the plain numbers the hot path reads (an OmegaConf
+    attribute read costs tens of microseconds, a visible share of a small net's step)."""
+
+    cfg: Any
+    run_dir: Path
+    config_hash: str | None
+    device: torch.device
+    rank: int
+    world: int
+    threads: int
+    data: Any
+    model: torch.nn.Module  # the model itself: what is evaluated, probed and saved
+    train_model: torch.nn.Module  # the same model as the step calls it (DDP and/or torch.compile around it)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loader: Any
+    speed: Speed
+    probes: list[LoopProbe]
+    params: int
+    evals: set[int]
+    max_steps: int
+    ckpt_every: int
+    batch_size: int
+    score_k: int
+    smoothing: float
+    has_val: bool
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return Path(self.run_dir) / "checkpoints"
+
+
+def build_probes(cfg, model: torch.nn.Module) -> list[LoopProbe]:
+    """The measurements taken at evaluation steps, in the order their keys appear in a metrics row."""
+    return fig1_probes(model, cfg.trainer.probe_unit, compiled=bool(cfg.trainer.get("compile", False)))
+
+
+def build_run(cfg, run_dir: Path, config_hash: str | None, resources: Resources | None) -> Run:
+    """Data, model, optimizer, schedule, loader, speed path and probes, seeded by cfg.seed; nothing read from a
+    checkpoint yet. The options are validated before anything is built."""
     t = cfg.trainer
-    evals = eval_steps(t)  # validated before anything is built or written
+    evals = eval_steps(t)
+    score_k = int(t.get("score_last_k", 3))
+    if score_k < 1:
+        raise bnrepro.ConfigError(f"trainer.score_last_k={score_k}: set how many final evaluations the score "
+                                  "averages, >= 1")
     device = pick_device(t.device)
     if dist.is_distributed() and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
     resources = resources or from_config(cfg)
-    threads = resources.threads
-    torch.set_num_threads(threads)
+    torch.set_num_threads(resources.threads)
     # benchmark mode picks conv algorithms by timing, run by run: off when the caller asked for determinism
     torch.backends.cudnn.benchmark = not torch.backends.cudnn.deterministic
-    rank, world, main = dist.rank(), dist.world_size(), dist.is_main()
+    rank, world = dist.rank(), dist.world_size()
     torch.manual_seed(cfg.seed)
     data = load_data(cfg.data, device, resources.workers)
     model = build_model(cfg.model, data.in_shape, data.num_classes).to(device)
@@ -219,10 +323,7 @@ def fit(cfg, run_dir: Path, multirun: bool = False, config_hash: str | None = No
     optimizer = build_optimizer(cfg.optim, model, t.batch_size)
     scheduler = build_schedule(cfg.schedule, optimizer, t.max_steps)
     loader = data.train_batches(t.batch_size, cfg.seed, rank, world)
-    probe = Probe(model, t.probe_unit)
-    # the same unit seen in training mode, on the training batch of each eval step: where noisy BN's noise and
-    # batch statistics act (C9). Not under torch.compile, where attaching a hook would force a recompile.
-    train_probe = None if t.get("compile", False) else Probe(model, t.probe_unit, prefix="probe_train_p")
+    probes = build_probes(cfg, model)
     params = count_params(model)
     train_model = model
     if world > 1:
@@ -230,157 +331,187 @@ def fit(cfg, run_dir: Path, multirun: bool = False, config_hash: str | None = No
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if t.get("compile", False):
         train_model = torch.compile(train_model)
-    smoothing = cfg.optim.get("label_smoothing", 0.0)
+    return Run(cfg=cfg, run_dir=Path(run_dir), config_hash=config_hash, device=device, rank=rank, world=world,
+               threads=resources.threads, data=data, model=model, train_model=train_model, optimizer=optimizer,
+               scheduler=scheduler, loader=loader, speed=speed, probes=probes, params=params, evals=evals,
+               max_steps=int(t.max_steps), ckpt_every=int(t.get("ckpt_every", 1000)), batch_size=int(t.batch_size),
+               score_k=score_k, smoothing=cfg.optim.get("label_smoothing", 0.0),
+               has_val=getattr(data, "has_val", False))
 
-    # --- resume ---
-    ckpt_dir = Path(run_dir) / "checkpoints"
-    # recent_test/recent_val: the last score_k accuracies (the honest score); best_val_*: the early-stopping
-    # view, chosen on validation only; diag_best_test_acc: a labelled diagnostic no rule may read
-    score_k = int(t.get("score_last_k", 3))
-    if score_k < 1:
-        raise bnrepro.ConfigError(f"trainer.score_last_k={score_k}: set how many final evaluations the score "
-                                  "averages, >= 1")
-    state = {"step": 0, "targets": {str(x): None for x in cfg.targets}, "row": {}, "recent_test": [],
-             "recent_val": [], "best_val_acc": None, "best_val_step": None, "test_acc_at_best_val": None,
-             "diag_best_test_acc": None, "last_eval_step": 0, "wall_s": 0.0, "last_eval_wall": 0.0,
-             "loss_sum": 0.0, "wandb_id": None}
-    has_val = getattr(data, "has_val", False)
-    ckpt = load_any(ckpt_dir, map_location=device)
-    if ckpt is not None:
-        if ckpt["world_size"] != world:
-            raise bnrepro.ConfigError(f"{ckpt_dir / 'last.pt'} was written by {ckpt['world_size']} processes: "
-                                      f"resume it with torchrun --nproc_per_node={ckpt['world_size']}")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        loader.load_state_dict(ckpt["loader"][rank])
-        set_rng_state(ckpt["rng"])
-        state.update(ckpt["state"])
-    wall_before = state["wall_s"]
-    elapsed = lambda: wall_before + time.perf_counter() - start
-    tracker = Tracker(cfg, run_dir, enabled=main, wandb_id=state["wandb_id"], resume_step=state["step"])
-    state["wandb_id"] = tracker.wandb_id
-    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if main else (lambda msg: None)
+
+def restore(run: Run) -> tuple[RunState, bool]:
+    """The run's state from its newest readable checkpoint (model, optimizer, schedule, loader position and
+    every RNG put back too), or a fresh state; and whether it resumed."""
+    ckpt = load_any(run.ckpt_dir, map_location=run.device)
+    if ckpt is None:
+        return RunState.fresh(run.cfg.targets), False
+    if ckpt["world_size"] != run.world:
+        raise bnrepro.ConfigError(f"{run.ckpt_dir / 'last.pt'} was written by {ckpt['world_size']} processes: "
+                                  f"resume it with torchrun --nproc_per_node={ckpt['world_size']}")
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    run.loader.load_state_dict(ckpt["loader"][run.rank])
+    set_rng_state(ckpt["rng"])
+    return RunState.from_dict(ckpt["state"], run.cfg.targets), True
+
+
+class Clock:
+    """Wall time of the run across resumes: what the checkpoint recorded plus this process's time."""
+
+    def __init__(self, before: float, start: float):
+        self.before, self.start = before, start
+
+    def __call__(self) -> float:
+        return self.before + time.perf_counter() - self.start
+
+
+def save(run: Run, state: RunState, loss_sum: torch.Tensor, elapsed: float, is_best: bool = False) -> None:
+    """Write checkpoints/last.pt (and best.pt when is_best) on rank 0; every rank takes part in the gather."""
+    # every rank's loader state is gathered: each rank holds its own position in its own shard
+    loaders = [run.loader.state_dict()] if run.world == 1 else _gather(run.loader.state_dict(), run.world)
+    if run.main:
+        saved = dataclasses.replace(state, loss_sum=loss_sum.item(), wall_s=elapsed)
+        save_checkpoint(run.ckpt_dir, {
+            "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "loader": loaders, "rng": rng_state(),
+            "state": saved.to_dict(), "config": OmegaConf.to_container(run.cfg, resolve=True),
+            "config_hash": run.config_hash, "world_size": run.world}, is_best)
+
+
+def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, watch) -> tuple[torch.Tensor, float]:
+    """One optimizer step; returns the loss (on the device, never read here) and the learning rate it used.
+    `watch` is the probes' context on evaluation steps and a do-nothing one otherwise."""
+    with run.speed.autocast(), watch:
+        loss = F.cross_entropy(run.train_model(run.speed.input(x)), y, label_smoothing=run.smoothing)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    lr = run.optimizer.param_groups[0]["lr"]  # the rate this step used
+    run.scheduler.step()
+    return loss, lr
+
+
+def evaluate_and_log(run: Run, state: RunState, step: int, lr: float, loss_sum: torch.Tensor, now,
+                     tracker: Tracker) -> dict:
+    """The evaluation of one step: the mean training loss since the last one, test (with the probes), the
+    fixed training subset and validation; the metrics row is logged and kept in state. The only place the
+    loop talks to the host."""
+    train_loss = (dist.all_reduce_sum(loss_sum.double()).item()
+                  / (run.world * (step - state.last_eval_step)))
+    loss_sum.zero_()
+    eval_batches, t = run.data.eval_batches, run.cfg.trainer
+    with watching(run.probes, "test_eval"):
+        test_acc, test_loss = evaluate(run.model, eval_batches("test", EVAL_BATCH, run.rank, run.world),
+                                       run.speed, run.device)
+    train_acc, _ = evaluate(run.model, eval_batches("train", EVAL_BATCH, run.rank, run.world,
+                                                    limit=t.train_eval_examples, seed=run.cfg.seed),
+                            run.speed, run.device)
+    val = {}
+    if run.has_val:
+        val["val_acc"], val["val_loss"] = evaluate(
+            run.model, eval_batches("val", EVAL_BATCH, run.rank, run.world), run.speed, run.device)
+    wall = now()
+    row = {"step": step, "examples": step * run.batch_size, "train_loss": train_loss, "test_loss": test_loss,
+           "test_acc": test_acc, **val, "train_acc": train_acc, "lr": lr, "wall_s": wall,
+           "examples_per_s": (step - state.last_eval_step) * run.batch_size / max(wall - state.last_eval_wall,
+                                                                                  1e-9)}
+    for probe in run.probes:
+        row.update(probe.values())
+    tracker.log(row)
+    state.row, state.last_eval_step, state.last_eval_wall = row, step, wall
+    return row
+
+
+def summarize(run: Run, state: RunState, status: str, final_eval: dict, wall_s: float) -> dict:
+    """summary.json: the run's scores, its identity and where it ran."""
+    cfg, row = run.cfg, state.row
+    diverged = status == "diverged"  # a diverged run scores 0.0: its last loss was NaN/inf
+    return {"status": status, "score": 0.0 if diverged else mean(state.recent_test), "score_k": run.score_k,
+            "val_score": (0.0 if diverged else mean(state.recent_val)) if run.has_val else None,
+            "final_acc": row.get("test_acc"), "final_train_acc": row.get("train_acc"),
+            "best_val_acc": state.best_val_acc, "best_val_step": state.best_val_step,
+            "test_acc_at_best_val": state.test_acc_at_best_val, "steps_to": state.targets,
+            "steps_to_split": "val" if run.has_val else "test", "diag_best_test_acc": state.diag_best_test_acc,
+            "steps": state.step, "diverged_at": state.diverged_at, "final_eval": final_eval, "wall_s": wall_s,
+            "params": run.params, "name": cfg.name, "claim": cfg.get("claim"), "scale": cfg.get("scale_name"),
+            "git_rev": git_rev(), "torch_version": torch.__version__, "world_size": run.world,
+            "config_hash": run.config_hash, "threads": run.threads, "machine": machine()}
+
+
+def fit(cfg, run_dir: Path, multirun: bool = False, config_hash: str | None = None,
+        resources: Resources | None = None) -> dict:
+    """Train cfg's model on cfg's data; write metrics.jsonl, summary.json and checkpoints into run_dir (rank 0);
+    resume from run_dir/checkpoints/last.pt (or previous.pt when last.pt is unreadable); return the summary.
+    `resources` (threads, workers) default to bnrepro.resources.from_config(cfg), resolved here once.
+
+    build_run, restore, then train_steps (train_step; evaluate_and_log at evaluation steps), summarize."""
+    start = time.perf_counter()
+    run = build_run(cfg, run_dir, config_hash, resources)
+    state, resumed = restore(run)
+    now = Clock(state.wall_s, start)
+    tracker = Tracker(cfg, run_dir, enabled=run.main, wandb_id=state.wandb_id, resume_step=state.step)
+    state.wandb_id = tracker.wandb_id
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if run.main else (lambda msg: None)
     label = run_label(cfg, run_dir, multirun)
-    say(f"{label}: {cfg.model.name} norm={cfg.model.norm} with {params:,} parameters on {device}"
-          f"{f' x {world} processes' if world > 1 else ''}, {threads} torch threads, run dir {run_dir}"
-          + (f", resumed at step {state['step']}" if ckpt else ""))
-
-    def checkpoint(is_best: bool = False):
-        # every rank's loader state is gathered: each rank holds its own position in its own shard
-        loaders = [loader.state_dict()] if world == 1 else _gather(loader.state_dict(), world)
-        if main:
-            save_checkpoint(ckpt_dir, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "loader": loaders, "rng": rng_state(),
-                "state": {**state, "loss_sum": loss_sum.item(), "wall_s": elapsed()},
-                "config": OmegaConf.to_container(cfg, resolve=True), "config_hash": config_hash,
-                "world_size": world}, is_best)
-
-    progress = Progress.for_run(cfg, label, state["step"], multirun, enabled=main)
-    loss_sum = torch.tensor(state["loss_sum"], device=device)
-    status, interrupted = "completed", None
-    # plain ints: an OmegaConf attribute read costs tens of microseconds, a visible share of a small net's step
-    max_steps, ckpt_every = int(t.max_steps), int(t.get("ckpt_every", 1000))
+    say(f"{label}: {cfg.model.name} norm={cfg.model.norm} with {run.params:,} parameters on {run.device}"
+        f"{f' x {run.world} processes' if run.world > 1 else ''}, {run.threads} torch threads, run dir {run_dir}"
+        + (f", resumed at step {state.step}" if resumed else ""))
+    progress = Progress.for_run(cfg, label, state.step, multirun, enabled=run.main)
     try:
         with StopSignal() as stop:
-            model.train()
-            for step in range(state["step"] + 1, max_steps + 1):
-                caught = stop.signum is not None
-                if caught if world == 1 else step % SIGNAL_POLL == 0 and dist.any_rank(caught, device):
-                    interrupted = stop.signum or signal.SIGTERM  # on a rank that only heard of it: SIGTERM
-                    break
-                x, y = next(loader)
-                at_eval = step in evals
-                with speed.autocast(), (train_probe if at_eval and train_probe else NO_CONTEXT):
-                    loss = F.cross_entropy(train_model(speed.input(x)), y, label_smoothing=smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                lr = optimizer.param_groups[0]["lr"]  # the rate this step used
-                scheduler.step()
-                loss_sum += loss.detach().float()
-                state["step"] = step
-                progress.advance()  # counts; the bar redraws at most twice a second
-                if not at_eval:
-                    if step % ckpt_every == 0:
-                        checkpoint()
-                    continue
-                # --- evaluation: the only place the loop talks to the host ---
-                train_loss = dist.all_reduce_sum(loss_sum.double()).item() / (world * (step - state["last_eval_step"]))
-                loss_sum.zero_()
-                with probe:
-                    test_acc, test_loss = evaluate(model, data.eval_batches("test", EVAL_BATCH, rank, world), speed,
-                                                   device)
-                train_acc, _ = evaluate(model, data.eval_batches("train", EVAL_BATCH, rank, world,
-                                                                 limit=t.train_eval_examples, seed=cfg.seed),
-                                        speed, device)
-                val = {}
-                if has_val:
-                    val["val_acc"], val["val_loss"] = evaluate(
-                        model, data.eval_batches("val", EVAL_BATCH, rank, world), speed, device)
-                now = elapsed()
-                row = {"step": step, "examples": step * t.batch_size, "train_loss": train_loss,
-                       "test_loss": test_loss, "test_acc": test_acc, **val, "train_acc": train_acc, "lr": lr,
-                       "wall_s": now, "examples_per_s": (step - state["last_eval_step"]) * t.batch_size
-                       / max(now - state["last_eval_wall"], 1e-9), **probe.percentiles(),
-                       **(train_probe.percentiles() if train_probe else {})}
-                tracker.log(row)
-                state.update(row=row, last_eval_step=step, last_eval_wall=now)
-                if not math.isfinite(train_loss):
-                    status, state["diverged_at"] = "diverged", step
-                    say(f"{label}: loss is {train_loss} at step {step}: diverged (a result, not an error)")
-                    break
-                is_best = record_eval(state, step, test_acc, val.get("val_acc"), score_k)
-                if is_best or step % ckpt_every == 0 or step == max_steps:
-                    checkpoint(is_best)
-                progress.evaluated(step, train_loss, test_acc)
+            status, interrupted = train_steps(run, state, now, tracker, progress, stop, say, label)
             if interrupted:
-                checkpoint()
                 tracker.close()
-                say(f"{label}: {signal.Signals(interrupted).name} after step {state['step']}: checkpoint saved "
-                    f"in {ckpt_dir}; rerun the same command to resume")
-                progress.finish({"status": "interrupted", "wall_s": elapsed()}, run_dir)
+                say(f"{label}: {signal.Signals(interrupted).name} after step {state.step}: checkpoint saved "
+                    f"in {run.ckpt_dir}; rerun the same command to resume")
+                progress.finish({"status": "interrupted", "wall_s": now()}, run_dir)
                 stop.forward()  # submitit's handler requeues the job (and exits)
-                return {"status": "interrupted", "steps": state["step"]}
-        final_eval = final_evals(model, cfg, data, speed, device, rank, world) if status == "completed" else {}
+                return {"status": "interrupted", "steps": state.step}
+        final_eval = (final_evals(run.model, cfg, run.data, run.speed, run.device, run.rank, run.world)
+                      if status == "completed" else {})
     finally:
         progress.close()
-    row = state["row"]
-    diverged = status == "diverged"  # a diverged run scores 0.0: its last loss was NaN/inf
-    summary = {"status": status, "score": 0.0 if diverged else mean(state["recent_test"]), "score_k": score_k,
-               "val_score": (0.0 if diverged else mean(state["recent_val"])) if has_val else None,
-               "final_acc": row.get("test_acc"), "final_train_acc": row.get("train_acc"),
-               "best_val_acc": state["best_val_acc"], "best_val_step": state["best_val_step"],
-               "test_acc_at_best_val": state["test_acc_at_best_val"], "steps_to": state["targets"],
-               "steps_to_split": "val" if has_val else "test", "diag_best_test_acc": state["diag_best_test_acc"],
-               "steps": state["step"],
-               "diverged_at": state.get("diverged_at"), "final_eval": final_eval, "wall_s": elapsed(),
-               "params": params, "name": cfg.name, "claim": cfg.get("claim"), "scale": cfg.get("scale_name"),
-               "git_rev": git_rev(), "torch_version": torch.__version__, "world_size": world,
-               "config_hash": config_hash, "threads": threads, "machine": machine()}
+    summary = summarize(run, state, status, final_eval, now())
     tracker.finish(summary)
     progress.finish(summary, run_dir)
     return summary
 
 
-def record_eval(state: dict, step: int, test_acc: float, val_acc: float | None, k: int) -> bool:
-    """Fold one (finite) evaluation into the run's scores; True when it is the best so far on validation
-    (the checkpoint to keep as best.pt). Steps-to-target read validation accuracy when there is a split,
-    else test accuracy (summary.json's steps_to_split says which)."""
-    state["recent_test"] = (state["recent_test"] + [test_acc])[-k:]
-    state["diag_best_test_acc"] = max(state["diag_best_test_acc"] or 0.0, test_acc)
-    watched = test_acc if val_acc is None else val_acc
-    for target, reached in state["targets"].items():
-        if reached is None and watched >= float(target):
-            state["targets"][target] = step
-    if val_acc is None:
-        return False
-    state["recent_val"] = (state["recent_val"] + [val_acc])[-k:]
-    if state["best_val_acc"] is None or val_acc > state["best_val_acc"]:
-        state.update(best_val_acc=val_acc, best_val_step=step, test_acc_at_best_val=test_acc)
-        return True
-    return False
+def train_steps(run: Run, state: RunState, now: Clock, tracker: Tracker, progress: Progress, stop: StopSignal,
+                say, label: str) -> tuple[str, int | None]:
+    """Steps from state.step + 1 to max_steps, evaluating at run.evals and checkpointing every ckpt_every
+    steps, on a new best and at the end. Returns the status ("completed" or "diverged") and the signal that
+    stopped it (None when none did; a checkpoint is then written before returning)."""
+    loss_sum = torch.tensor(state.loss_sum, device=run.device)  # summed on the device: no per-step sync
+    evals, max_steps, ckpt_every, world, probes = run.evals, run.max_steps, run.ckpt_every, run.world, run.probes
+    run.model.train()
+    for step in range(state.step + 1, max_steps + 1):
+        caught = stop.signum is not None
+        if caught if world == 1 else step % SIGNAL_POLL == 0 and dist.any_rank(caught, run.device):
+            save(run, state, loss_sum, now())
+            return "completed", stop.signum or signal.SIGTERM  # on a rank that only heard of it: SIGTERM
+        x, y = next(run.loader)
+        at_eval = step in evals
+        loss, lr = train_step(run, x, y, watching(probes, "train_step") if at_eval else NO_CONTEXT)
+        loss_sum += loss.detach().float()
+        state.step = step
+        progress.advance()  # counts; the bar redraws at most twice a second
+        if not at_eval:
+            if step % ckpt_every == 0:
+                save(run, state, loss_sum, now())
+            continue
+        row = evaluate_and_log(run, state, step, lr, loss_sum, now, tracker)
+        train_loss, test_acc = row["train_loss"], row["test_acc"]
+        if not math.isfinite(train_loss):
+            state.diverged_at = step
+            say(f"{label}: loss is {train_loss} at step {step}: diverged (a result, not an error)")
+            return "diverged", None
+        is_best = state.record_eval(step, test_acc, row.get("val_acc"), run.score_k)
+        if is_best or step % ckpt_every == 0 or step == max_steps:
+            save(run, state, loss_sum, now(), is_best)
+        progress.evaluated(step, train_loss, test_acc)
+    return "completed", None
 
 
 def _gather(obj, world: int) -> list:

@@ -1,5 +1,20 @@
-"""Figure 1 (b, c) probe: the distribution of the input to one unit of the last activation layer."""
+"""Measurements the training loop takes at evaluation steps only: probe objects with one small interface.
+
+A probe may attach hooks around two moments of an evaluation step, both context managers that default to doing
+nothing: `train_step()` (the training step just before the evaluation, model in training mode) and
+`test_eval()` (the evaluation on the test set, eval mode). After the evaluation the loop reads `values()`, a
+dict of `keys()` to numbers, into the metrics row. The other steps never call a probe, so they pay nothing.
+
+A probe must touch neither the training RNG nor the data order: one that needs random numbers draws them
+inside `torch.random.fork_rng()` (tests/test_golden_loop.py checks that a run's numbers do not move).
+
+The first two are Figure 1 (b, c)'s: the input to one unit of the last activation layer, on the test set
+(`probe_p*`) and on the training batch of the step (`probe_train_p*`, where noisy BN's noise and batch
+statistics act, C9).
+"""
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import nn
@@ -8,6 +23,26 @@ from bnrepro.models.common import ACTIVATIONS
 
 QUANTILES = (0.15, 0.50, 0.85)
 MAX_VALUES = 1 << 20  # torch.quantile's input limit is 16M; a strided subsample keeps it cheap for conv maps
+NOTHING = contextlib.nullcontext()  # reusable: entering it does nothing
+
+
+class LoopProbe:
+    """The interface the loop calls at evaluation steps; subclasses override what they need."""
+
+    def keys(self) -> tuple[str, ...]:
+        """The metrics row's keys that `values()` fills."""
+        return ()
+
+    def train_step(self):
+        """A context manager around the training step of an evaluation step."""
+        return NOTHING
+
+    def test_eval(self):
+        """A context manager around the evaluation on the test set."""
+        return NOTHING
+
+    def values(self) -> dict[str, float]:
+        return {}
 
 
 def last_activation(model: nn.Module) -> nn.Module:
@@ -17,29 +52,62 @@ def last_activation(model: nn.Module) -> nn.Module:
     return acts[-1]
 
 
-class Probe:
+class Probe(LoopProbe):
     """Collects the input of `unit` (a feature or a channel) of the last activation while active.
 
-    The hook is attached only inside `with probe:` (an evaluation, or the training step just before one), so
-    the other training steps pay nothing; the values stay on the device until `percentiles()`.
+    `phase` says when: "test" (during the test-set evaluation) or "train" (during the training step of an
+    evaluation step). The hook is attached only inside `with probe:`, so the other steps pay nothing; the
+    values stay on the device until `values()` (alias `percentiles()`).
     """
 
-    def __init__(self, model: nn.Module, unit: int = 0, prefix: str = "probe_p"):
-        self.site, self.unit, self.prefix, self.values, self.handle = last_activation(model), unit, prefix, [], None
+    def __init__(self, model: nn.Module, unit: int = 0, prefix: str = "probe_p", phase: str = "test"):
+        if phase not in ("test", "train"):
+            raise ValueError(f"phase={phase!r}: use test or train")
+        self.site, self.unit, self.prefix, self.phase = last_activation(model), unit, prefix, phase
+        self.values_seen, self.handle = [], None
 
     def _hook(self, module, inputs, output):
-        self.values.append(inputs[0].detach()[:, self.unit].reshape(-1).float())
+        self.values_seen.append(inputs[0].detach()[:, self.unit].reshape(-1).float())
 
     def __enter__(self):
-        self.values = []
+        self.values_seen = []
         self.handle = self.site.register_forward_hook(self._hook)
         return self
 
     def __exit__(self, *exc):
         self.handle.remove()
 
-    def percentiles(self) -> dict[str, float]:
-        v = torch.cat(self.values)
+    def keys(self) -> tuple[str, ...]:
+        return tuple(f"{self.prefix}{round(p * 100)}" for p in QUANTILES)
+
+    def train_step(self):
+        return self if self.phase == "train" else NOTHING
+
+    def test_eval(self):
+        return self if self.phase == "test" else NOTHING
+
+    def values(self) -> dict[str, float]:
+        v = torch.cat(self.values_seen)
         v = v[:: max(1, len(v) // MAX_VALUES)]
         q = torch.quantile(v, torch.tensor(QUANTILES, device=v.device)).tolist()
-        return {f"{self.prefix}{round(p * 100)}": x for p, x in zip(QUANTILES, q)}
+        return dict(zip(self.keys(), q))
+
+    percentiles = values
+
+
+def fig1_probes(model: nn.Module, unit: int, compiled: bool) -> list[LoopProbe]:
+    """Figure 1's probes: the test-set one, and the training-mode one except under torch.compile, where
+    attaching a hook would force a recompile."""
+    probes: list[LoopProbe] = [Probe(model, unit)]
+    if not compiled:
+        probes.append(Probe(model, unit, prefix="probe_train_p", phase="train"))
+    return probes
+
+
+@contextlib.contextmanager
+def watching(probes: list[LoopProbe], moment: str):
+    """Enter every probe's context for `moment` ("train_step" or "test_eval"), in list order."""
+    with contextlib.ExitStack() as stack:
+        for probe in probes:
+            stack.enter_context(getattr(probe, moment)())
+        yield
