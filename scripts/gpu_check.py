@@ -211,10 +211,9 @@ def throughput_cases(cuda: bool):
 
 
 def model_defaults(spec: dict) -> dict:
-    import yaml
+    from bnrepro.models import model_config
 
-    cfg = yaml.safe_load((ROOT / "configs" / "model" / f"{spec['name']}.yaml").read_text())
-    return {**cfg, **spec}
+    return {**model_config(spec["name"]), **spec}
 
 
 def trainer_vs_bare(rows, cuda: bool, rounds: int = 2) -> None:

@@ -11,13 +11,12 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from bnrepro.data import TensorLoader, crop_flip
-from bnrepro.models import build_model
+from bnrepro.models import build_model, model_config
 from bnrepro.tracking import Tracker
 from bnrepro.train import train
-from conftest import CONFIGS, ROOT, compose_cfg
+from conftest import ROOT, compose_cfg
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -25,7 +24,7 @@ DEV = torch.device("cuda")
 
 
 def model(name: str, in_shape, classes: int = 10, **kw):
-    cfg = {**yaml.safe_load((CONFIGS / "model" / f"{name}.yaml").read_text()), **kw}
+    cfg = {**model_config(name), **kw}
     torch.manual_seed(0)
     return build_model(cfg, in_shape, classes)
 

@@ -9,8 +9,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
 from bnrepro import ConfigError
-from bnrepro.models import MODELS, build_model, count_params
+from bnrepro.models import MODELS, build_model, count_params, model_config
 from bnrepro.norm import NORMS
+from conftest import compose_cfg
 
 torch.set_num_threads(1)
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
@@ -54,8 +55,9 @@ def test_golden_parameter_counts(cfg, shape, params):
 
 def test_the_configs_build_their_family():
     for path in sorted(CONFIGS.glob("*.yaml")):
-        cfg = OmegaConf.load(path)
+        cfg = OmegaConf.create(model_config(path.stem))
         assert cfg.name == path.stem and cfg.name in MODELS
+        assert cfg == compose_cfg(f"model={path.stem}").model  # what a run composes, shared norm keys included
         if cfg.name in TINY:
             model = build_model(OmegaConf.merge(cfg, TINY[cfg.name][0]), TINY[cfg.name][1], 10)
             assert count_params(model) > 0

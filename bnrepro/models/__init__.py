@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
@@ -10,7 +11,8 @@ from torch import nn
 from bnrepro import ConfigError
 from bnrepro.norm import Norm
 
-# model config keys that describe the norm rather than the architecture
+# model config keys that describe the norm rather than the architecture: declared once, in
+# configs/model/norm/default.yaml, which every configs/model/*.yaml includes; here mapped to bnrepro.norm.Norm's fields
 NORM_KEYS = {"norm": "kind", "norm_momentum": "momentum", "norm_eps": "eps", "norm_groups": "groups",
              "ghost_batch": "ghost_batch", "brn_rmax": "brn_rmax", "brn_dmax": "brn_dmax",
              "brn_hold": "brn_hold", "brn_rmax_at": "brn_rmax_at", "brn_dmax_at": "brn_dmax_at",
@@ -25,6 +27,18 @@ MODELS = {
     "inception_bn": "bnrepro.models.inception.BNInception",
     "inception": "bnrepro.models.inception.GoogLeNet",
 }
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
+
+
+def model_config(name: str) -> dict:
+    """configs/model/<name>.yaml as a run's `model` composes it without overrides: the shared norm options
+    (configs/model/norm/default.yaml, its defaults entry) under the family's own values. For tools that build a
+    model without Hydra; tests/test_models.py checks it against Hydra's composition."""
+    own = OmegaConf.load(CONFIGS / f"{name}.yaml")
+    own.pop("defaults")
+    return OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(CONFIGS / "norm" / "default.yaml"), own))
 
 
 def build_model(cfg: DictConfig | dict, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:

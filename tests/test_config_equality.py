@@ -1,0 +1,96 @@
+"""Every job the suite can launch composes to a pinned config: a change to configs/ that is meant to be a pure
+refactor (moving a key into a shared file, merging copies, renaming a helper group) must leave each of them
+identical, because a run's identity is the hash of its resolved config (bnrepro/identity.py): a changed
+composition would orphan every finished run dir.
+
+The jobs: every experiment (configs/experiment/*.yaml) x every scale x every point of its sweep
+(hydra.sweeper.params, seeds included), plus every model, and every norm_batch arm that no sweep runs, on their
+own. Each is pinned by the sha256 (16 hex digits, as bnrepro/identity.py) of
+json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True) in tests/data/composed_configs.json,
+generated from main at 01f47b1, before the configs/ clean-up of issue 9.
+
+When a config change is MEANT to change runs, regenerate the pins and say so in the commit:
+    BNREPRO_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/test_config_equality.py
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import os
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf, open_dict
+
+import bnrepro  # noqa: F401  (registers the resolvers the configs use)
+from conftest import CONFIGS, ROOT
+
+GOLDEN = ROOT / "tests" / "data" / "composed_configs.json"
+SCALES = ("cpu", "cifar", "imagenet")
+
+
+def digest(container: dict) -> str:
+    return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def composed() -> dict[str, str]:
+    """{job id: digest} for every job of every experiment's sweep at every scale, and the extras.
+
+    Composing takes ~0.1 s, so a sweep composes once per choice of its config-group axes (ladder=, norm_batch=,
+    c8=) and sets its value axes (model.norm=, optim.lr_mult=, seed=, ...) on a copy of that config as Hydra
+    applies a value override (OmegaConf.update after composition). The first job of every sweep is also
+    composed for real and must agree, so the shortcut cannot hide a difference."""
+    parser = OverridesParser.create()
+    out = {}
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        for scale in SCALES:
+            swept = set()
+            for exp in sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml")):
+                base = [f"experiment={exp}", f"scale={scale}"]
+                first = compose("train", overrides=base, return_hydra_config=True)
+                params = OmegaConf.to_container(first.hydra.sweeper.params, resolve=True) or {}
+                with open_dict(first):
+                    del first["hydra"]
+                keys = sorted(params)
+                by_choice = {(): first}  # the sweep's value axes apply to the experiment's own composition
+                for n, values in enumerate(itertools.product(*(str(params[k]).split(",") for k in keys))):
+                    job = base + [f"{k}={v}" for k, v in zip(keys, values)]
+                    parsed = parser.parse_overrides(job[2:])
+                    groups = [o for o in parsed if (CONFIGS / o.key_or_group).is_dir()]
+                    choice = tuple(o.input_line for o in groups)
+                    swept.update(choice)
+                    if choice not in by_choice:
+                        by_choice[choice] = compose("train", overrides=base + list(choice))
+                    cfg = copy.deepcopy(by_choice[choice])
+                    for o in parsed:
+                        if o not in groups:
+                            OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+                    container = OmegaConf.to_container(cfg, resolve=True)
+                    if n == 0:
+                        real = OmegaConf.to_container(compose("train", overrides=job), resolve=True)
+                        assert container == real, f"{' '.join(job)}: setting the value axes differs from compose"
+                    out[" ".join(job)] = digest(container)
+            models = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
+            extras = [[f"scale={scale}", f"model={m}"] for m in models]
+            extras += [["experiment=c7_small_batch", f"scale={scale}", f"norm_batch={arm}"]  # the arms no sweep runs
+                       for arm in sorted(p.stem for p in (CONFIGS / "norm_batch").glob("*.yaml"))
+                       if f"norm_batch={arm}" not in swept]
+            for over in extras:
+                out[" ".join(over)] = digest(OmegaConf.to_container(compose("train", overrides=over), resolve=True))
+    return out
+
+
+def test_every_job_composes_to_its_pinned_config():
+    now = composed()
+    if os.environ.get("BNREPRO_REGEN_GOLDEN"):
+        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+        GOLDEN.write_text(json.dumps(now, indent=0, sort_keys=True) + "\n")
+    pinned = json.loads(GOLDEN.read_text())
+    missing, extra = sorted(set(pinned) - set(now)), sorted(set(now) - set(pinned))
+    changed = sorted(job for job in set(pinned) & set(now) if pinned[job] != now[job])
+    assert not (missing or extra or changed), (
+        f"{len(changed)} jobs compose differently (e.g. {changed[:3]}), {len(missing)} pinned jobs are gone "
+        f"(e.g. {missing[:3]}), {len(extra)} are new (e.g. {extra[:3]}); compare with main: "
+        f"python -m bnrepro.train <job> --cfg job")
