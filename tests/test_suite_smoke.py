@@ -24,8 +24,9 @@ def test_whole_suite_with_tiny_budgets_writes_a_complete_report(tmp_path):
     assert "total wall time" in done.stdout
     claims = json.loads((tmp_path / "out" / "claims.json").read_text())
     assert set(claims) == set(CLAIMS)
-    for cid in CLAIMS:  # every claim ran and was judged (tiny budgets: any verdict but "not run")
-        assert claims[cid]["verdict"] in ("reproduced", "partly", "not reproduced"), (cid, claims[cid]["ours"])
+    for cid in CLAIMS:  # every claim ran and was judged (one seed, tiny budgets: mostly inconclusive, never "not run")
+        assert claims[cid]["verdict"] in ("reproduced", "partly", "not reproduced", "inconclusive"), \
+            (cid, claims[cid]["ours"])
         assert (tmp_path / "out" / f"{cid.lower()}.png").stat().st_size > 0
     report = (tmp_path / "out" / "REPORT.md").read_text()
     assert all(f"## {cid}:" in report for cid in CLAIMS)
