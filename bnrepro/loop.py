@@ -33,7 +33,8 @@ from bnrepro.data import load_data, per_rank
 from bnrepro.models import build_model, count_params
 from bnrepro.norm import convert_sync_bn, validate_batch
 from bnrepro.optim import build_optimizer, build_schedule
-from bnrepro.probes import LoopProbe, fig1_probes, watching
+from bnrepro import probes as probe_registry
+from bnrepro.probes import LoopProbe, StepView, watching
 from bnrepro.progress import Progress, run_label
 from bnrepro.resources import Resources, from_config, machine
 from bnrepro.tracking import Tracker
@@ -290,8 +291,25 @@ class Run:
 
 
 def build_probes(cfg, model: torch.nn.Module) -> list[LoopProbe]:
-    """The measurements taken at evaluation steps, in the order their keys appear in a metrics row."""
-    return fig1_probes(model, cfg.trainer.probe_unit, compiled=bool(cfg.trainer.get("compile", False)))
+    """The measurements `trainer.probes` names (bnrepro/probes/), in the order their keys appear in a row."""
+    return probe_registry.build(cfg, model)
+
+
+def step_view(run: Run, x: torch.Tensor, y: torch.Tensor, step: int, lr: float) -> StepView:
+    """What a probe reads at its moments (bnrepro/probes/__init__.py)."""
+    smoothing = run.smoothing
+    return StepView(model=run.model, x=x, y=y, lr=lr, step=step,
+                    loss=lambda logits, target: F.cross_entropy(logits, target, label_smoothing=smoothing),
+                    speed=run.speed, data=run.data, device=run.device, cfg=run.cfg)
+
+
+def fixed_view(run: Run, step: int) -> StepView:
+    """A StepView on a fixed training batch (a seeded subset, the loader untouched: the data order stays), for
+    the probes' at_start and at_end."""
+    x, y = next(iter(run.data.eval_batches("train", run.batch_size, run.rank, run.world, limit=run.batch_size,
+                                           seed=run.cfg.seed)))
+    x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+    return step_view(run, x, y, step, run.optimizer.param_groups[0]["lr"])
 
 
 def build_run(cfg, run_dir: Path, config_hash: str | None, resources: Resources | None) -> Run:
@@ -393,7 +411,7 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, watch) -> tuple[torch
 
 
 def evaluate_and_log(run: Run, state: RunState, step: int, lr: float, loss_sum: torch.Tensor, now,
-                     tracker: Tracker) -> dict:
+                     tracker: Tracker, batch: tuple[torch.Tensor, torch.Tensor]) -> dict:
     """The evaluation of one step: the mean training loss since the last one, test (with the probes), the
     fixed training subset and validation; the metrics row is logged and kept in state. The only place the
     loop talks to the host."""
@@ -416,8 +434,11 @@ def evaluate_and_log(run: Run, state: RunState, step: int, lr: float, loss_sum: 
            "test_acc": test_acc, **val, "train_acc": train_acc, "lr": lr, "wall_s": wall,
            "examples_per_s": (step - state.last_eval_step) * run.batch_size / max(wall - state.last_eval_wall,
                                                                                   1e-9)}
-    for probe in run.probes:
-        row.update(probe.values())
+    if run.probes:
+        view = step_view(run, *batch, step, lr)
+        for probe in run.probes:
+            probe.measure(view)
+            row.update(probe.values())
     tracker.log(row)
     state.row, state.last_eval_step, state.last_eval_wall = row, step, wall
     return row
@@ -472,7 +493,13 @@ def fit(cfg, run_dir: Path, multirun: bool = False, config_hash: str | None = No
                       if status == "completed" else {})
     finally:
         progress.close()
+    end_probes = {}
+    if status == "completed" and run.probes:  # measurements on the trained net
+        view = fixed_view(run, state.step)
+        end_probes = {k: v for probe in run.probes for k, v in probe.at_end(view).items()}
     summary = summarize(run, state, status, final_eval, now())
+    if end_probes:
+        summary["end_probes"] = end_probes
     tracker.finish(summary)
     progress.finish(summary, run_dir)
     return summary
@@ -486,6 +513,11 @@ def train_steps(run: Run, state: RunState, now: Clock, tracker: Tracker, progres
     loss_sum = torch.tensor(state.loss_sum, device=run.device)  # summed on the device: no per-step sync
     evals, max_steps, ckpt_every, world, probes = run.evals, run.max_steps, run.ckpt_every, run.world, run.probes
     run.model.train()
+    if state.step == 0 and probes:  # measurements at initialization, a fresh run only
+        view = fixed_view(run, 0)
+        at_init = {k: v for probe in probes for k, v in probe.at_start(view).items()}
+        if at_init:
+            tracker.log({"step": 0, **at_init})
     for step in range(state.step + 1, max_steps + 1):
         caught = stop.signum is not None
         if caught if world == 1 else step % SIGNAL_POLL == 0 and dist.any_rank(caught, run.device):
@@ -501,7 +533,7 @@ def train_steps(run: Run, state: RunState, now: Clock, tracker: Tracker, progres
             if step % ckpt_every == 0:
                 save(run, state, loss_sum, now())
             continue
-        row = evaluate_and_log(run, state, step, lr, loss_sum, now, tracker)
+        row = evaluate_and_log(run, state, step, lr, loss_sum, now, tracker, (x, y))
         train_loss, test_acc = row["train_loss"], row["test_acc"]
         if not math.isfinite(train_loss):
             state.diverged_at = step

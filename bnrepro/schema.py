@@ -126,6 +126,7 @@ class Trainer(Group):
     device: str = "auto"
     train_eval_examples: int = Field(1000, ge=1)
     probe_unit: int = Field(0, ge=0)
+    probes: list[str] = ["percentiles"]          # bnrepro/probes/: the measurements taken beside training
     final_eval: list[Literal[FINAL_EVALS]] = ["ema"]
     precise_bn_examples: int = Field(1000, ge=1)
     progress: Literal["auto", "bar", "log", "none"] = "auto"
@@ -143,6 +144,11 @@ class Trainer(Group):
         if not (steps is None or steps == "log" or isinstance(steps, list) and all(
                 isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in steps)):
             raise ValueError(f"eval_at={steps}: set a list of positive step numbers, or log")
+        from bnrepro.probes import REGISTRY
+        unknown = [name for name in self.probes if name not in REGISTRY]
+        if unknown:
+            raise ValueError(f"probes={self.probes}: unknown {', '.join(unknown)}; choose from "
+                             f"{', '.join(sorted(REGISTRY))}")
         if isinstance(self.threads, int) and self.threads < 1:
             raise ValueError(f"threads={self.threads}: set a torch thread count >= 1, or auto")
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):

@@ -20,7 +20,7 @@ import torch
 
 from bnrepro import loop
 from bnrepro.loop import RunState
-from bnrepro.probes import LoopProbe
+from bnrepro.probes import LoopProbe, preserved
 from bnrepro.tracking import Tracker
 from bnrepro.train import train
 from conftest import compose_cfg
@@ -160,6 +160,75 @@ def test_a_probe_drawing_from_the_training_rng_would_be_caught(tmp_path, monkeyp
     train(compose_cfg(*COMMON, *RUNS[name]), run_dir=tmp_path)
     rows = [{k: v for k, v in r.items() if k != "dummy_draw"} for r in _rows(tmp_path)]
     assert rows != json.loads((GOLDEN / f"{name}.json").read_text())["rows"]
+
+
+class PassesProbe(LoopProbe):
+    """A probe that runs the model in training mode (forward + backward on the step's batch: BN running
+    statistics move, .grad is overwritten, noisy BN and dropout draw) at every moment it is given, inside
+    `preserved` (as a probe must) or not (to show the test would notice)."""
+
+    def __init__(self, guarded: bool = True):
+        self.guarded, self.seen = guarded, {"measure": [], "at_start": [], "at_end": []}
+
+    def _passes(self, view, moment: str) -> float:
+        guard = preserved(view.model) if self.guarded else contextlib.nullcontext()
+        with guard:
+            view.model.train()
+            loss = view.loss(view.model(view.x), view.y)
+            loss.backward()
+        self.seen[moment].append((view.step, tuple(view.x.shape), view.lr))
+        return loss.item()
+
+    def keys(self):
+        return ("passes_loss",)
+
+    def measure(self, view):
+        self.last = self._passes(view, "measure")
+
+    def values(self):
+        return {"passes_loss": self.last}
+
+    def at_start(self, view):
+        return {"passes_init_loss": self._passes(view, "at_start")}
+
+    def at_end(self, view):
+        return {"passes_end_loss": self._passes(view, "at_end")}
+
+
+def test_a_probe_running_the_model_inside_preserved_changes_nothing(tmp_path, monkeypatch):
+    """measure, at_start and at_end: a step-0 row with the at_start values, a value per evaluation, the end
+    values in summary.json's end_probes, and the training numbers exactly the golden ones."""
+    probe = PassesProbe(guarded=True)
+    _with_probe(monkeypatch, probe)
+    name = "mlp_noisy_bn"
+    summary = train(compose_cfg(*COMMON, *RUNS[name]), run_dir=tmp_path)
+    rows = _rows(tmp_path)
+    assert rows[0]["step"] == 0 and set(rows[0]) == {"step", "passes_init_loss"}
+    assert all("passes_loss" in r for r in rows[1:])
+    want = json.loads((GOLDEN / f"{name}.json").read_text())
+    assert [{k: v for k, v in r.items() if k != "passes_loss"} for r in rows[1:]] == want["rows"]
+    got = json.loads(json.dumps(_summary(summary)))
+    end = got.pop("end_probes")
+    assert set(end) == {"passes_end_loss"} and end["passes_end_loss"] > 0
+    want["summary"].pop(IDENTITY), got.pop(IDENTITY)
+    assert got == want["summary"]
+    assert [s for s, _, _ in probe.seen["measure"]] == [r["step"] for r in want["rows"]]
+    assert probe.seen["at_start"][0][:2] == (0, (60, 1, 8, 8)) and probe.seen["at_end"][0][0] == 40
+
+
+def test_a_probe_running_the_model_unguarded_would_be_caught(tmp_path, monkeypatch):
+    _with_probe(monkeypatch, PassesProbe(guarded=False))
+    name = "mlp_noisy_bn"
+    train(compose_cfg(*COMMON, *RUNS[name]), run_dir=tmp_path)
+    rows = [{k: v for k, v in r.items() if k != "passes_loss"} for r in _rows(tmp_path)[1:]]
+    assert rows != json.loads((GOLDEN / f"{name}.json").read_text())["rows"]
+
+
+def test_an_unknown_probe_is_refused_at_the_door(tmp_path):
+    from bnrepro import ConfigError
+    from bnrepro.schema import validate
+    with pytest.raises(ConfigError, match="trainer.probes=.*unknown landscpe; choose from .*percentiles"):
+        validate(compose_cfg(*COMMON, "trainer.probes=[percentiles,landscpe]"))
 
 
 # every key of the dict fit kept before RunState (the checkpoints of earlier versions hold it)

@@ -692,6 +692,11 @@ CLAIMS = (
 )
 
 
+from bnrepro.report import why  # noqa: E402  (its modules build on Claim, Rule and the helpers above)
+
+CLAIMS += why.CLAIMS  # C11-C15: why BN works (bnrepro/report/why/)
+
+
 def evaluate(claim: Claim, runs: list[Run]) -> Result:
     """The claim's verdict from the runs of its experiment: not run (no runs, or an arm missing), inconclusive
     (unlike runs pooled, or untestable), else what its rule says."""

@@ -569,3 +569,8 @@ def draw(result: Result, out: Path) -> Path | None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+from bnrepro.report import why  # noqa: E402  (its figures build on the helpers above)
+
+FIGURES.update(why.FIGURES)  # C11-C15: bnrepro/report/why/

@@ -1,48 +1,16 @@
-"""Measurements the training loop takes at evaluation steps only: probe objects with one small interface.
-
-A probe may attach hooks around two moments of an evaluation step, both context managers that default to doing
-nothing: `train_step()` (the training step just before the evaluation, model in training mode) and
-`test_eval()` (the evaluation on the test set, eval mode). After the evaluation the loop reads `values()`, a
-dict of `keys()` to numbers, into the metrics row. The other steps never call a probe, so they pay nothing.
-
-A probe must touch neither the training RNG nor the data order: one that needs random numbers draws them
-inside `torch.random.fork_rng()` (tests/test_golden_loop.py checks that a run's numbers do not move).
-
-The first two are Figure 1 (b, c)'s: the input to one unit of the last activation layer, on the test set
-(`probe_p*`) and on the training batch of the step (`probe_train_p*`, where noisy BN's noise and batch
-statistics act, C9).
-"""
+"""Figure 1 (b, c)'s probes: the input to one unit of the last activation layer, on the test set (`probe_p*`)
+and on the training batch of the step (`probe_train_p*`, where noisy BN's noise and batch statistics act, C9).
+Registered as `percentiles` (trainer.probes)."""
 from __future__ import annotations
-
-import contextlib
 
 import torch
 from torch import nn
 
 from bnrepro.models.common import ACTIVATIONS
+from bnrepro.probes import NOTHING, LoopProbe, register
 
 QUANTILES = (0.15, 0.50, 0.85)
 MAX_VALUES = 1 << 20  # torch.quantile's input limit is 16M; a strided subsample keeps it cheap for conv maps
-NOTHING = contextlib.nullcontext()  # reusable: entering it does nothing
-
-
-class LoopProbe:
-    """The interface the loop calls at evaluation steps; subclasses override what they need."""
-
-    def keys(self) -> tuple[str, ...]:
-        """The metrics row's keys that `values()` fills."""
-        return ()
-
-    def train_step(self):
-        """A context manager around the training step of an evaluation step."""
-        return NOTHING
-
-    def test_eval(self):
-        """A context manager around the evaluation on the test set."""
-        return NOTHING
-
-    def values(self) -> dict[str, float]:
-        return {}
 
 
 def last_activation(model: nn.Module) -> nn.Module:
@@ -104,10 +72,6 @@ def fig1_probes(model: nn.Module, unit: int, compiled: bool) -> list[LoopProbe]:
     return probes
 
 
-@contextlib.contextmanager
-def watching(probes: list[LoopProbe], moment: str):
-    """Enter every probe's context for `moment` ("train_step" or "test_eval"), in list order."""
-    with contextlib.ExitStack() as stack:
-        for probe in probes:
-            stack.enter_context(getattr(probe, moment)())
-        yield
+@register("percentiles")
+def percentile_probes(cfg, model: nn.Module) -> list[LoopProbe]:
+    return fig1_probes(model, cfg.trainer.probe_unit, compiled=bool(cfg.trainer.get("compile", False)))

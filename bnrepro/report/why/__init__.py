@@ -1,0 +1,10 @@
+"""Why BN works: claims C11-C15 (the explanation debate), one module each, with the same machinery as C1-C10
+(bnrepro/report/claims.py: Claim, Rule, judges returning Judged; figures drawn only from Result.numbers).
+
+Each module defines its paper numbers, its Rule (thresholds fixed before any run), its judge, `CLAIM` (a
+claims.Claim) and `FIGURE` (a function Result -> matplotlib Figure); they are listed here once.
+"""
+from __future__ import annotations
+
+CLAIMS: tuple = ()
+FIGURES: dict = {}
