@@ -584,10 +584,10 @@ def kill(p: subprocess.Popen) -> None:
     p.wait()
 
 
-def run_part(name: str, cap: float, rows: Path, extra: list[str] = (), log=None) -> dict:
-    """Run one part in its own process group with a wall-clock cap; what it wrote to `rows` stays."""
+def capped(cmd: list[str], cap: float, log=None) -> dict:
+    """Run cmd in its own process group with a wall-clock cap (killed with its children at the cap); what it
+    wrote before stays. Returns {"status", "seconds"}."""
     t0 = now()
-    cmd = [sys.executable, __file__, "--part", name, "--rows", str(rows), "--cap", str(int(cap)), *extra]
     p = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=log, stderr=subprocess.STDOUT if log else None)
     CHILDREN.add(p)
     try:
@@ -598,6 +598,11 @@ def run_part(name: str, cap: float, rows: Path, extra: list[str] = (), log=None)
         status = f"cut at its {cap:.0f} s cap (what it measured before is kept)"
     CHILDREN.discard(p)
     return {"status": status, "seconds": now() - t0}
+
+
+def run_part(name: str, cap: float, rows: Path, extra: list[str] = ()) -> dict:
+    """One part of this script (--part name), capped; its figures go to `rows`."""
+    return capped([sys.executable, __file__, "--part", name, "--rows", str(rows), "--cap", str(int(cap)), *extra], cap)
 
 
 def device_info(budget) -> dict:
@@ -683,22 +688,11 @@ def main(argv=None) -> int:
             print(f"gpu-check: part {part}, cap {cap:.0f} s", flush=True)
             rows = work / f"{part}.jsonl"
             if part == "tests":
-                log = open(work / "tests.log", "w")
-                t0 = now()
                 timeout = ["--timeout", "75"] if _has("pytest_timeout") else []
-                p_ = subprocess.Popen([sys.executable, "-m", "pytest", "tests/test_cuda.py", "-m", "cuda", "-v", "-rfEs",
-                                       "-p", "no:cacheprovider", *timeout], cwd=ROOT, start_new_session=True,
-                                      stdout=log, stderr=subprocess.STDOUT)
-                CHILDREN.add(p_)
-                try:
-                    rc = p_.wait(timeout=cap)
-                    st = "ok" if rc == 0 else f"failed (pytest exit {rc})"
-                except subprocess.TimeoutExpired:
-                    kill(p_)
-                    st = f"cut at its {cap:.0f} s cap"
-                CHILDREN.discard(p_)
-                log.close()
-                results["status"]["tests"] = {"status": st, "seconds": now() - t0}
+                with open(work / "tests.log", "w") as log:
+                    results["status"]["tests"] = capped(
+                        [sys.executable, "-m", "pytest", "tests/test_cuda.py", "-m", "cuda", "-v", "-rfEs",
+                         "-p", "no:cacheprovider", *timeout], cap, log)
                 results["tests"] = (work / "tests.log").read_text()
                 print(results["tests"][-3000:], flush=True)
             else:

@@ -103,3 +103,18 @@ def test_no_cuda_path_says_so_and_exits_0(tmp_path):
     assert "SCALE=cifar configures" in done.stdout and "CPU sample resnet20" in done.stdout
     md = out.read_text()
     assert "| resnet20 | 8 | 3x32x32 |" in md and "| count | ok |" in md
+
+
+def test_capped_reports_ok_failed_and_cut_and_kills_the_whole_group(tmp_path):
+    """The one runner of every part: a part past its cap is killed with its children (a grandchild that would
+    write a file after the cap never does), a failing one reports its exit code."""
+    assert gc.capped([sys.executable, "-c", "pass"], 30)["status"] == "ok"
+    assert gc.capped([sys.executable, "-c", "raise SystemExit(3)"], 30)["status"] == "failed (exit 3)"
+    late = tmp_path / "late"
+    child = f"import time, pathlib; time.sleep(3); pathlib.Path({str(late)!r}).write_text('x')"
+    parent = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(60)"
+    cut = gc.capped([sys.executable, "-c", parent], 1)
+    assert cut["status"].startswith("cut at its 1 s cap") and cut["seconds"] < 10
+    import time
+    time.sleep(4)
+    assert not late.exists() and not gc.CHILDREN
