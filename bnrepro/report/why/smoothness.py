@@ -19,11 +19,13 @@ The rule was fixed before any c11_smoothness run (commit "C11 pre-registered"):
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from bnrepro.report import stats
 from bnrepro.report.claims import (
-    STABLE_FACTOR, Claim, Judged, Result, arm_json, arms_of, by_seed, mean_curves, need, score)
+    STABLE_FACTOR, Claim, Judged, Result, arm_json, arms_of, by_seed, need, score)
 from bnrepro.report.rules import CORE, PRECONDITION, SUPPORT, Rule, Test
 from bnrepro.report.runs import Run
 
@@ -68,10 +70,44 @@ def geo_mean(key: str):
     return value
 
 
+def log_curves(runs: list[Run], key: str) -> dict:
+    """{"steps", "mean", "lo", "hi"} per probe step: the geometric mean over runs with its 95% interval (a t
+    interval on the logs), the scale the measures live on."""
+    by_step: dict[float, list[float]] = {}
+    for run in runs:
+        for step, value in zip(*run.series(key)):
+            if value > 0:
+                by_step.setdefault(float(step), []).append(math.log(value))
+    steps = sorted(by_step)
+    ivs = [stats.mean_ci(by_step[s], "plain") for s in steps]
+    fin = lambda x, m: math.exp(x if math.isfinite(x) else m)
+    return {"steps": steps, "mean": [math.exp(iv.mean) for iv in ivs], "lo": [fin(iv.lo, iv.mean) for iv in ivs],
+            "hi": [fin(iv.hi, iv.mean) for iv in ivs]}
+
+
+def ratio_by_step(bn: list[Run], none: list[Run], key: str) -> dict:
+    """BN / no BN at each probe step, paired by seed (geometric mean ratio, t interval on the log ratios): where
+    along training the two arms' landscapes differ. Described, not tested."""
+    per = {arm: {run.get("seed"): dict(zip(*run.series(key))) for run in runs} for arm, runs in
+           (("bn", bn), ("none", none))}
+    steps = sorted({float(s) for d in per["bn"].values() for s in d})
+    out = {"steps": [], "mean": [], "lo": [], "hi": []}
+    for step in steps:
+        a = {sd: d[step] for sd, d in per["bn"].items() if d.get(step, 0) > 0}
+        b = {sd: d[step] for sd, d in per["none"].items() if d.get(step, 0) > 0}
+        if set(a) & set(b):
+            r = stats.ratio({k: a[k] for k in set(a) & set(b)}, {k: b[k] for k in set(a) & set(b)})
+            out["steps"].append(step)
+            out["mean"].append(r.mean)
+            out["lo"].append(r.lo if math.isfinite(r.lo) else r.mean)
+            out["hi"].append(r.hi if math.isfinite(r.hi) else r.mean)
+    return out
+
+
 def judge(runs: list[Run]) -> Judged:
     arms = arms_of(runs, ("model.norm",))
     bn, none = need(arms, ("bn",), "model.norm=bn"), need(arms, ("none",), "model.norm=none")
-    measured, numbers = {}, {"arms": {}, "ratios": {}, "curves": {}, "measures": {}}
+    measured, numbers = {}, {"arms": {}, "ratios": {}, "curves": {}, "measures": {}, "ratio_by_step": {}}
     s_bn, s_none = by_seed(bn, score), by_seed(none, score)
     measured["no_bn_trains"] = stats.mean_ci(list(s_none.values()), "plain") if s_none else None
     numbers["scores"] = {"BN": arm_json(s_bn), "no BN": arm_json(s_none)}
@@ -82,7 +118,8 @@ def judge(runs: list[Run]) -> Judged:
         numbers["measures"][key] = {"metric": metric, "what": what, "paper_panel": panel}
         numbers["arms"][key] = {"BN": arm_json(v_bn, "plain"), "no BN": arm_json(v_none, "plain")}
         numbers["ratios"][key] = r.to_json() if r else None
-        numbers["curves"][key] = {"BN": mean_curves(bn, metric), "no BN": mean_curves(none, metric)}
+        numbers["curves"][key] = {"BN": log_curves(bn, metric), "no BN": log_curves(none, metric)}
+        numbers["ratio_by_step"][key] = ratio_by_step(bn, none, metric)
     numbers["step_multiples"] = [0.5, 1.0, 2.0, 4.0]
     numbers["lr"] = bn[0].get("optim.lr", None)
     ours = "; ".join(f"{key.replace('_', ' ')} BN / no BN {measured[key].fmt()}" if measured[key] else
@@ -104,7 +141,7 @@ def figure(result: Result):
     from bnrepro.report.style import color, legend
 
     n = result.numbers
-    fig, gs = _frame(result, 18, 6.2, (1, 4), ratios=[1, 1, 1, 0.9], test_width=1.2)
+    fig, gs = _frame(result, 22, 6.2, (1, 5), ratios=[1, 1, 1, 0.8, 1], test_width=1.2)
     for i, (key, what, panel) in enumerate(MEASURES.values()):
         ax = fig.add_subplot(gs[0, i])
         for name in ("no BN", "BN"):
@@ -114,8 +151,7 @@ def figure(result: Result):
             cell = n["arms"][key][name]
             ax.plot(c["steps"], c["mean"], color=color(name), marker="o", markersize=3,
                     label=f"{name} (n={cell['n']}), geometric mean {cell['mean']:.3g}")
-            lo = [max(v, 1e-12) for v in c["lo"]]
-            ax.fill_between(c["steps"], lo, c["hi"], color=color(name), alpha=0.2, lw=0)
+            ax.fill_between(c["steps"], c["lo"], c["hi"], color=color(name), alpha=0.2, lw=0)
         ax.set_yscale("log")
         ax.set_xlabel("training steps")
         ax.set_ylabel(style.wrap(what, 34))
@@ -139,11 +175,25 @@ def figure(result: Result):
     d.set_ylabel("ratio BN / no BN (log scale)")
     d.set_title("(d) ratios, paired by seed")
     legend(d)
+    e = fig.add_subplot(gs[0, 4])
+    for key, ls in zip(keys, ("-", "--", ":")):
+        c = n.get("ratio_by_step", {}).get(key)
+        if c and c["steps"]:
+            e.plot(c["steps"], c["mean"], ls, color="black", marker="o", markersize=3, label=key.replace("_", " "))
+            e.fill_between(c["steps"], c["lo"], c["hi"], color="black", alpha=0.08, lw=0)
+    e.axhline(1.0, color="black", lw=0.8)
+    e.set_yscale("log")
+    style.ratio_axis(e.yaxis)
+    e.set_xlabel("training steps")
+    e.set_ylabel("ratio BN / no BN at the step (log scale)")
+    e.set_title("(e) ratio per probe step (described, not tested)")
+    legend(e)
     mults = ", ".join(f"{m:g}" for m in n.get("step_multiples", []))
     _caption(fig, result, ["BN", "no BN"], f"Step sizes eta = LR x {mults}, on the step's training batch in "
              f"training mode; Santurkar et al. cap eta at {PAPER['max_eta']:g} (4x their LR). The paper draws "
-             "curves and states no number, so its claim is drawn as a region, not as values. Bands: 95% intervals "
-             "of each probe step's mean over seeds.")
+             "curves and states no number, so its claim is drawn as a region, not as values. (a)-(c): geometric "
+             "mean over seeds per probe step with its 95% band (t on the logs); (e): BN / no BN per step, paired "
+             "by seed.")
     return fig
 
 
