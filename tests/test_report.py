@@ -242,7 +242,7 @@ def s_c11(root, case):
     elif case == "not reproduced":  # BN rougher
         arms = [(BN, dict(final=0.97, extra=rough)), (NONE, dict(final=0.95, extra=smooth))]
     else:  # ratios about 1 with seed noise: the intervals cover 1
-        same = landscape([0.5 * w for w in wobble[::-1]], [2.0 * w for w in wobble[::-1]], [10.0 * w for w in wobble[::-1]])
+        same = landscape(*([f * w for w in wobble[::-1]] for f in (0.5, 2.0, 10.0)))
         arms = [(BN, dict(final=0.97, extra=same)), (NONE, dict(final=0.95, extra=rough))]
     sweep(root, "c11_smoothness", arms)
 

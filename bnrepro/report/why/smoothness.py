@@ -166,7 +166,8 @@ def figure(result: Result):
             pts.append(style.dot(d, i, r, 1.0, col="black", label="ours: BN / no BN" if i == 0 else None))
     d.axhline(1.0, color="black", lw=0.8)
     d.axhspan(1e-6, STABLE_FACTOR, color="0.9", zorder=0,
-              label=f"paper ({PAPER['net']}, {PAPER['data']}): clearly below 1\n(curves only; here: <= {STABLE_FACTOR:g}x)")
+              label=f"paper ({PAPER['net']}, {PAPER['data']}): clearly below 1\n"
+                    f"(curves only; here: <= {STABLE_FACTOR:g}x)")
     d.set_yscale("log")
     ys = [v for p in pts for v in p[1:]] + [1.0, STABLE_FACTOR]
     d.set_ylim(min(ys) / 1.8, max(ys) * 1.8)
