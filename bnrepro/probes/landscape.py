@@ -9,11 +9,11 @@ w - eta g for every fixed step size eta = m x LR, m in STEP_MULTIPLES. Recorded 
 - `landscape_beta`: max over eta of ||grad(w - eta g) - g|| / ||eta g|| ("effective beta-smoothness", Fig. 4c);
 - `landscape_grad_norm`: ||g||, to read the other three against.
 
-Step sizes. Santurkar et al.'s Fig. 4 caption caps the distance at eta = 0.4 x the gradient ("for larger steps
-the standard network just performs worse"), for VGG nets trained at LR 0.1 (their Fig. 1), i.e. up to 4x the
-LR; the lower end and the grid of their line are not in the text we could retrieve (their code, MadryLab's, is
-not stored here). We take eta = LR x {0.5, 1, 2, 4}: up to the paper's 4x, down to half a step, and at an LR of
-0.1 (ours at cpu scale, theirs) exactly 0.05 .. 0.4.
+Step sizes. Santurkar et al.'s Fig. 4 caption, as we recall it, caps the distance at eta = 0.4 x the gradient
+("for larger steps the standard network just performs worse"), for VGG nets trained at LR 0.1 (their Fig. 1),
+i.e. up to 4x the LR. NOT verified here: neither the paper's text nor its code (MadryLab's) could be retrieved
+from this machine's sources, and the lower end and grid of their line are unknown to us. We take
+eta = LR x {0.5, 1, 2, 4}: up to 4x, down to half a step; at an LR of 0.1 (ours at cpu scale) 0.05 .. 0.4.
 
 The passes run inside `preserved` (weights, .grad, BN running statistics, modes and RNG put back), use
 torch.autograd.grad (no .grad is written), and reseed a fork of the RNG before each pass, so dropout or noisy
