@@ -35,6 +35,7 @@ MEASURES = {  # metrics key -> (test key, what it is, the paper's panel)
     "landscape_beta": ("beta", "effective beta-smoothness", "Fig. 4(c) effective beta-smoothness"),
 }
 TRAINS_AT = 0.5  # the no-BN net "trains" here: mean score above 50% (digits' chance is 10%)
+# max_eta: the cap in Fig. 4's caption as we recall it (not verified: the paper's text was not retrievable here)
 PAPER = {"net": "VGG", "data": "CIFAR-10", "figure": "Fig. 4", "max_eta": 0.4, "lr": 0.1,
          "numbers": None,  # curves only: no value of the three measures is stated in the text
          "finding": "all three measures clearly smaller with BN than without, at the same LR, over training"}
