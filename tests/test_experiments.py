@@ -43,7 +43,7 @@ def check_model(cfg) -> None:
 
 def test_all_claims_have_an_experiment():
     assert {"fig1", "c1_speed", "c2_lr", "c3_sigmoid", "c4_drift", "c5_dropout", "c6_init", "c7_small_batch",
-            "c8_popstats", "c9_noisy", "c10_small_lr"} <= set(EXPERIMENTS)
+            "c8_popstats", "c9_noisy", "c10_small_lr", "c11_smoothness"} <= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("scale", SCALES)
@@ -134,3 +134,13 @@ def test_c10_shares_one_lr_grid_and_scales_the_budget_with_one_over_lr():
     base, cap = cfg.c10_budget.steps, cfg.c10_budget.cap
     assert steps["1"] == steps["30"] == base and steps["0.3"] == round(base / 0.3)
     assert steps["0.01"] == cap < base / 0.01  # capped: the report must check that it converged
+
+
+def test_c11_runs_the_line_probe_and_c3_the_gradient_norms_at_every_scale():
+    for scale in SCALES:
+        c11 = compose_cfg(["experiment=c11_smoothness", f"scale={scale}"])
+        assert "landscape" in c11.trainer.probes and sweep_axes(c11)["model.norm"] == ["bn", "none"]
+        assert "grad_norms" in compose_cfg(["experiment=c3_sigmoid", f"scale={scale}"]).trainer.probes
+    # one LR for both arms: the scale's x1 (at cifar the no-BN ResNet-20's base_lr, as C2's x1)
+    assert compose_cfg(["experiment=c11_smoothness", "scale=cifar"]).optim.lr == 0.01
+    assert compose_cfg(["experiment=c11_smoothness", "scale=cpu"]).optim.lr == 0.1

@@ -18,7 +18,7 @@ from bnrepro.report.__main__ import main
 from bnrepro.report.claims import CLAIMS, evaluate
 from bnrepro.report.runs import load_runs
 
-CLAIM_IDS = [f"C{i}" for i in range(1, 11)]
+CLAIM_IDS = [f"C{i}" for i in range(1, 12)]
 STEPS = 2000
 EVAL_AT = sorted({int(s) for s in np.geomspace(10, STEPS, 30)})  # log-spaced, dense where curves move
 SEEDS = (0, 1, 2, 3, 4)
@@ -32,10 +32,12 @@ def _rng(overrides: dict, seed: int, salt: str = "") -> np.random.Generator:
 
 def make_run(root: Path, name: str, seed: int, overrides: dict, final, *, rate: float = 1.0, noise: float = 0.002,
              status: str = "completed", probe_drift: float = 0.1, drift_noise: float = 0.05,
-             train_acc: float | None = None, final_eval: dict | None = None, val: bool = True) -> Path:
+             train_acc: float | None = None, final_eval: dict | None = None, val: bool = True,
+             extra: dict | None = None) -> Path:
     """One run directory as the loop writes it. Accuracy rises as final*(1-exp(-rate*t/300)), with a per-seed
     offset of sd `noise` (final may be a list: one value per seed); the probe's median moves linearly by
-    probe_drift (in units of the spread 2.0) over training."""
+    probe_drift (in units of the spread 2.0) over training. `extra`: more metrics keys, each one value for every
+    row (a list: one value per seed), e.g. the landscape and grad_norms probes' keys."""
     rng = _rng(overrides, seed)
     final = final[seed] if isinstance(final, (list, tuple)) else final + noise * rng.standard_normal()
     rate *= 1 + 0.05 * rng.standard_normal()
@@ -67,6 +69,7 @@ def make_run(root: Path, name: str, seed: int, overrides: dict, final, *, rate: 
                "probe_train_p15": median - 1.0, "probe_train_p50": median, "probe_train_p85": median + 1.0}
         if val:
             row.update(val_acc=acc, val_loss=1 - acc)
+        row.update({k: v[seed] if isinstance(v, (list, tuple)) else v for k, v in (extra or {}).items()})
         rows.append(row)
     if status == "diverged":
         rows.append({**rows[-1], "step": rows[-1]["step"] + 1, "train_loss": None, "test_loss": None, "test_acc": 0.1})
@@ -143,16 +146,23 @@ def s_c2(root, case):
     sweep(root, "c2_lr", arms)
 
 
+def grad_norms(first, last=0.1, layers=7):
+    """The grad_norms probe's keys: the first layer's norm (a list: one per seed), the others `last`."""
+    return {"gradnorm_l0": first, **{f"gradnorm_l{i}": last for i in range(1, layers)}}
+
+
 def s_c3(root, case):
     acc = {"reproduced": (0.95, 0.30), "not reproduced": (0.50, 0.50),
            "inconclusive": (NOISY_UP, NOISY_FLAT)}[case]  # +3 points, CI about [-2.5, +8.5]
+    # gradient flow: no BN's first layer gets ~1/50 of BN's share of the last layer's gradient
+    flow_bn, flow_none = grad_norms([0.05, 0.06, 0.05, 0.04, 0.05]), grad_norms([1e-3, 2e-3, 1e-3, 1e-3, 1.5e-3])
     arms = []
     for lr, f in ((1, 1.0), (5, 0.98)):  # a small grid per arm; validation picks x1
-        arms += [({**BN, "model.act": "sigmoid", "optim.lr_mult": lr}, dict(final=scaled(f, acc[0]))),
+        arms += [({**BN, "model.act": "sigmoid", "optim.lr_mult": lr}, dict(final=scaled(f, acc[0]), extra=flow_bn)),
                  ({**NONE, "model.act": "sigmoid", "optim.lr_mult": lr, "model.init": "xavier"},
-                  dict(final=scaled(f, acc[1]))),
-                 ({**BN, "model.act": "relu", "optim.lr_mult": lr}, dict(final=f * 0.96)),
-                 ({**NONE, "model.act": "relu", "optim.lr_mult": lr}, dict(final=f * 0.94))]
+                  dict(final=scaled(f, acc[1]), extra=flow_none)),
+                 ({**BN, "model.act": "relu", "optim.lr_mult": lr}, dict(final=f * 0.96, extra=flow_bn)),
+                 ({**NONE, "model.act": "relu", "optim.lr_mult": lr}, dict(final=f * 0.94, extra=grad_norms(0.08)))]
     sweep(root, "c3_sigmoid", arms)
 
 
@@ -217,8 +227,28 @@ def s_c10(root, case):
     sweep(root, "c10_small_lr", arms)
 
 
+def landscape(loss_range, grad_change, beta):
+    """The landscape probe's keys (each one value, or a list with one per seed)."""
+    return {"landscape_loss_range": loss_range, "landscape_grad_change": grad_change, "landscape_beta": beta,
+            "landscape_grad_norm": 1.0}
+
+
+def s_c11(root, case):
+    wobble = [0.8, 1.2, 1.0, 1.1, 0.9]  # per-seed factors
+    rough = landscape([0.5 * w for w in wobble], [2.0 * w for w in wobble], [10.0 * w for w in wobble])
+    smooth = landscape(*([f * w for w in wobble[::-1]] for f in (0.05, 0.2, 1.0)))
+    if case == "reproduced":  # BN 10x smoother in all three
+        arms = [(BN, dict(final=0.97, extra=smooth)), (NONE, dict(final=0.95, extra=rough))]
+    elif case == "not reproduced":  # BN rougher
+        arms = [(BN, dict(final=0.97, extra=rough)), (NONE, dict(final=0.95, extra=smooth))]
+    else:  # ratios about 1 with seed noise: the intervals cover 1
+        same = landscape(*([f * w for w in wobble[::-1]] for f in (0.5, 2.0, 10.0)))
+        arms = [(BN, dict(final=0.97, extra=same)), (NONE, dict(final=0.95, extra=rough))]
+    sweep(root, "c11_smoothness", arms)
+
+
 SUITES = {"fig1": s_fig1, "C1": s_c1, "C2": s_c2, "C3": s_c3, "C4": s_c4, "C5": s_c5, "C6": s_c6, "C7": s_c7,
-          "C8": s_c8, "C9": s_c9, "C10": s_c10}
+          "C8": s_c8, "C9": s_c9, "C10": s_c10, "C11": s_c11}
 CLAIM = {c.id: c for c in CLAIMS}
 
 

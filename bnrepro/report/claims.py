@@ -334,8 +334,51 @@ RULE_C3 = Rule((
          f"score(sigmoid+BN) - {PAPER_C3['keep']:.3f} x score(ReLU+BN)", "greater", 0.0, 0.0,
          why=f"the paper's BN-x5-Sigmoid kept {PAPER_C3['sigmoid_bn']}/{PAPER_C3['relu_bn']} = "
              f"{100 * PAPER_C3['keep']:.1f}% of BN-x5's accuracy"),
+    Test("gradient_flow", SUPPORT, "gradient flow: the no-BN sigmoid net's first-layer gradient vanishes relative "
+         "to its last layer's where the BN net's does not",
+         "flow(sigmoid, no BN) / flow(sigmoid, BN), flow = ||dL/dW_first|| / ||dL/dW_last||", "less",
+         STABLE_FACTOR, 1.0, "ratio",
+         why=f"'vanishes' asks for a large attenuation: at most {STABLE_FACTOR:g}x BN's, the factor the rules call "
+             "far (C4); it fails when no-BN's first layer is shown to get relatively more than BN's"),
 ), notes="Each (activation, norm) arm uses its own init (logged) and the LR of its grid with the highest mean "
-         "validation score; the tests compare test scores at those LRs, paired by seed.")
+         "validation score; the tests compare test scores at those LRs, paired by seed. Gradient flow: per run, "
+         "the geometric mean over its evaluation steps of the first weight layer's gradient norm over the last's "
+         "(the classifier's), read from the training step's own .grad (probe grad_norms); ratio paired by seed "
+         "on the log scale.")
+
+GRADNORM = "gradnorm_l"  # bnrepro/probes/grad_norms.py: gradnorm_l0 (first weight layer) .. the classifier
+
+
+def gradnorm_layers(run: Run) -> list[str]:
+    """The run's gradnorm_l<i> keys, in layer order."""
+    keys = {k for m in run.metrics for k in m if k.startswith(GRADNORM)}
+    return sorted(keys, key=lambda k: int(k[len(GRADNORM):]))
+
+
+def grad_profile(run: Run) -> list[float] | None:
+    """Per weight layer: the geometric mean over evaluation steps of its gradient norm (first .. last)."""
+    keys = gradnorm_layers(run)
+    if run.diverged or len(keys) < 2:
+        return None
+    out = []
+    for key in keys:
+        _, v = run.series(key)
+        v = v[v > 0]
+        if not len(v):
+            return None
+        out.append(float(np.exp(np.mean(np.log(v)))))
+    return out
+
+
+def grad_flow(run: Run) -> float | None:
+    """Geometric mean over evaluation steps of ||dL/dW_first|| / ||dL/dW_last||."""
+    keys = gradnorm_layers(run)
+    if run.diverged or len(keys) < 2:
+        return None
+    rows = [(m[keys[0]], m[keys[-1]]) for m in run.metrics if m.get(keys[0]) and m.get(keys[-1])]
+    ratios = [a / b for a, b in rows if isinstance(a, (int, float)) and isinstance(b, (int, float))
+              and math.isfinite(a / b) and a / b > 0]
+    return float(np.exp(np.mean(np.log(ratios)))) if ratios else None
 
 
 def judge_c3(runs: list[Run]) -> Judged:
@@ -349,11 +392,21 @@ def judge_c3(runs: list[Run]) -> Judged:
                       (("relu", "bn"), "ReLU + BN")):
         need(s, key, what)
     keep = PAPER_C3["keep"]
+    flow = {an: by_seed(arms[chosen[an]], grad_flow) for an in s}
+    f_none, f_bn = flow[("sigmoid", "none")], flow[("sigmoid", "bn")]
     measured = {"trainable": diff(s[("sigmoid", "bn")], s[("sigmoid", "none")]),
-                "close_to_relu": diff(s[("sigmoid", "bn")], {k: keep * v for k, v in s[("relu", "bn")].items()})}
+                "close_to_relu": diff(s[("sigmoid", "bn")], {k: keep * v for k, v in s[("relu", "bn")].items()}),
+                "gradient_flow": stats.ratio(f_none, f_bn) if f_none and f_bn else None}
     numbers = {"arms": {f"{a}, {label(n)} (x{chosen[(a, n)][2]:g})": arm_json(v)
                         for (a, n), v in sorted(s.items())},
                "lr_mult": {f"{a}, {label(n)}": chosen[(a, n)][2] for a, n in sorted(s)}}
+    if any(flow.values()):  # gradient flow: the grad_norms probe's per-layer norms at each arm's chosen LR
+        profiles = {an: [p for r in arms[chosen[an]] if (p := grad_profile(r))] for an in s}
+        numbers["gradient_flow"] = {
+            "flow": {f"{a}, {label(n)}": arm_json(v, "plain") for (a, n), v in sorted(flow.items()) if v},
+            "ratio": measured["gradient_flow"].to_json() if measured["gradient_flow"] else None,
+            "layers": {f"{a}, {label(n)}": [arm_json(dict(enumerate(col)), "plain") for col in zip(*ps)]
+                       for (a, n), ps in sorted(profiles.items()) if ps and len({len(p) for p in ps}) == 1}}
     return Judged(measured, numbers, f"sigmoid: BN {arm_json(s[('sigmoid', 'bn')])['text']} vs no BN "
                                      f"{arm_json(s[('sigmoid', 'none')])['text']}")
 

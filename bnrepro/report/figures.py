@@ -331,7 +331,8 @@ def c2(result: Result):
 
 def c3(result: Result):
     n = result.numbers
-    fig, gs = _frame(result, 16, 6, (1, 2), test_width=1.0)
+    flow = n.get("gradient_flow")
+    fig, gs = _frame(result, 22 if flow else 16, 6, (1, 3 if flow else 2), test_width=1.0)
     a = fig.add_subplot(gs[0, 0])
     acts = ["sigmoid", "relu"]
     pts = []
@@ -368,8 +369,35 @@ def c3(result: Result):
     zoom(p, ppts, label="paper: top-1 accuracy (%)")
     p.set_title("(b) paper (ImageNet Inception), its own y range")
     legend(p)
-    _caption(fig, result, ["BN", "no BN"], "Sigmoid without BN in the paper: never above 0.1%.")
+    extra = ""
+    if flow:
+        _gradient_flow(fig.add_subplot(gs[0, 2]), flow)
+        extra = (" (c): the weight-gradient norm of each layer, from the training step's own .grad at each "
+                 "evaluation (geometric mean over evaluations; mean and 95% interval over seeds), each arm at its "
+                 "chosen LR; the paper gives no number for gradient flow.")
+    _caption(fig, result, ["BN", "no BN"], "Sigmoid without BN in the paper: never above 0.1%." + extra)
     return fig
+
+
+def _gradient_flow(ax, flow: dict) -> None:
+    """Per-layer gradient norms, first layer to classifier, one line per (activation, norm) arm; log y."""
+    for arm, cells in flow.get("layers", {}).items():
+        act, norm = arm.split(", ", 1)
+        xs = list(range(len(cells)))
+        ax.plot(xs, [c["mean"] for c in cells], color=color(norm), ls="-" if act == "sigmoid" else "--",
+                marker="o", markersize=3, label=f"{arm} (n={cells[0]['n']})")
+        ax.fill_between(xs, [max(style.finite(c["lo"], c["mean"]), 1e-12) for c in cells],
+                        [style.finite(c["hi"], c["mean"]) for c in cells], color=color(norm), alpha=0.15, lw=0)
+    ax.set_yscale("log")
+    n_layers = max((len(c) for c in flow.get("layers", {}).values()), default=0)
+    ax.set_xticks(range(n_layers), ["1st"] + [str(i + 1) for i in range(1, n_layers - 1)] + ["classifier"]
+                  if n_layers > 1 else [])
+    ax.set_xlabel("weight layer (input to output)")
+    ax.set_ylabel("||dL/dW|| (log scale)")
+    ratio = flow.get("ratio")
+    ax.set_title("(c) gradient flow: per-layer gradient norms\n"
+                 + (f"first/last, no BN / BN (sigmoid): {ratio['text']}" if ratio else "first/last: not measured"))
+    legend(ax)
 
 
 def c4(result: Result):

@@ -52,7 +52,8 @@ PANELS = {  # per claim; any other claim gets DEFAULT
              line("last-layer sigmoid input: 15/50/85th percentiles (Fig. 1b, c)", PROBES)],
     "C1": [line("validation accuracy vs step (steps to target read here)", ["val_acc"]), TEST_ACC, SCORE],
     "C2": [TEST_ACC, line("training loss vs step (a diverged run stops)", ["train_loss"]), SCORE],
-    "C3": [TEST_ACC, line("validation accuracy vs step", ["val_acc"]), SCORE],
+    "C3": [TEST_ACC, line("validation accuracy vs step", ["val_acc"]), SCORE,
+           line("first layer's weight-gradient norm vs step (gradient flow)", ["gradnorm_l0"])],
     "C4": [line("probe input: 15/50/85th percentiles vs step", PROBES), TEST_ACC],
     "C5": [TEST_ACC, line("training accuracy vs step (gap to test)", ["train_acc"]),
            bar("final train vs test accuracy", ["final_train_acc", "final_acc"])],
@@ -63,6 +64,9 @@ PANELS = {  # per claim; any other claim gets DEFAULT
                ["final_eval.ema", "final_eval.precise", "final_eval.precise_alg2", "final_eval.batch"]), TEST_ACC],
     "C9": [TEST_ACC, line("probe input: 15/50/85th percentiles vs step", PROBES), SCORE],
     "C10": [TEST_ACC, SCORE],
+    "C11": [line("loss range along -g vs step (Santurkar Fig. 4a)", ["landscape_loss_range"]),
+            line("gradient change along -g vs step (Fig. 4b)", ["landscape_grad_change"]),
+            line("effective beta-smoothness vs step (Fig. 4c)", ["landscape_beta"]), TEST_ACC],
 }
 DEFAULT = [TEST_ACC, SCORE]
 

@@ -6,5 +6,7 @@ claims.Claim) and `FIGURE` (a function Result -> matplotlib Figure); they are li
 """
 from __future__ import annotations
 
-CLAIMS: tuple = ()
-FIGURES: dict = {}
+from bnrepro.report.why import smoothness
+
+CLAIMS: tuple = (smoothness.CLAIM,)
+FIGURES: dict = {"C11": smoothness.FIGURE}
