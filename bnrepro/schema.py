@@ -15,9 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from bnrepro import ConfigError
 
-NORMS = ("bn", "none", "gn", "ln", "in", "ghost_bn", "brn", "noisy_bn", "frozen_bn")
+NORMS = ("bn", "none", "gn", "ln", "in", "ghost_bn", "brn", "noisy_bn", "frozen_bn", "wn", "mean_only_bn",
+         "wn_mean_only_bn")
 GHOST_NORMS = ("ghost_bn", "brn")  # the norms that read model.ghost_batch
-BATCH_NORMS = ("bn", "ghost_bn", "brn", "noisy_bn")  # the norms that normalize with training-batch statistics
+# the norms that normalize with training-batch statistics
+BATCH_NORMS = ("bn", "ghost_bn", "brn", "noisy_bn", "mean_only_bn", "wn_mean_only_bn")
 FINAL_EVALS = ("ema", "precise", "precise_alg2", "batch")
 
 PosFloat = Field(gt=0)

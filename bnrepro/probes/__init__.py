@@ -135,3 +135,5 @@ def preserved(model: nn.Module):
 
 from bnrepro.probes import percentiles  # noqa: E402,F401  (registers its probes)
 from bnrepro.probes.percentiles import Probe, fig1_probes  # noqa: E402,F401
+from bnrepro.probes import weight_norms  # noqa: E402,F401  (C14)
+from bnrepro.probes import scale_invariance  # noqa: E402,F401  (C14)
