@@ -6,5 +6,7 @@ claims.Claim) and `FIGURE` (a function Result -> matplotlib Figure); they are li
 """
 from __future__ import annotations
 
-CLAIMS: tuple = ()
-FIGURES: dict = {}
+from bnrepro.report.why import decoupling, scale_invariance  # noqa: E402
+
+CLAIMS: tuple = (decoupling.CLAIM, scale_invariance.CLAIM)
+FIGURES: dict = {"C13": decoupling.FIGURE, "C14": scale_invariance.FIGURE}
