@@ -153,8 +153,8 @@ def judge(runs: list[Run]) -> Judged:
     g, e, out, grad = (measured[k] for k in ("grows", "eff_lr_falls", "output_invariant", "grad_scaled"))
     return Judged(measured, numbers,
                   f"largest output change {f'{out.mean:.2g}' if out else 'n/a'}, gradient-ratio error "
-                  f"{f'{grad.mean:.2g}' if grad else 'n/a'}; no WD: ||w|| x{g.fmt() if g else 'n/a'}, "
-                  f"effective LR x{e.fmt() if e else 'n/a'}")
+                  f"{f'{grad.mean:.2g}' if grad else 'n/a'}; no WD: ||w|| end/init {g.fmt() if g else 'n/a'}, "
+                  f"effective LR end/init {e.fmt() if e else 'n/a'}")
 
 
 CLAIM = Claim("C14", "BN makes a layer scale-invariant; weight decay sets its effective learning rate",
