@@ -223,3 +223,15 @@ def test_a_run_trains_with_each_new_norm(tmp_path, kind):
                                 "trainer.final_eval=[ema,precise,batch]"), run_dir=tmp_path)
     assert summary["status"] == "completed" and 0 < summary["final_acc"] <= 1
     assert Norm(kind).enabled and Norm(kind).weight_norm == kind.startswith("wn")
+
+
+@pytest.mark.parametrize("scale", ["cpu", "cifar", "imagenet"])
+def test_c14_runs_the_bn_net_with_and_without_weight_decay_at_a_constant_lr_with_its_probes(scale):
+    cfg = compose_cfg("experiment=c14_scale_invariance", f"scale={scale}")
+    assert cfg.model.norm == "bn" and cfg.schedule.name == "constant" and cfg.schedule.warmup_frac == 0
+    assert list(cfg.trainer.probes) == ["weight_norms", "scale_invariance"] and cfg.optim.wd_exempt_norm_bias
+    decays = [float(x) for x in str(cfg.c14_weight_decays).split(",")]
+    assert decays[0] == 0 and len(decays) == 2 and decays[1] > 0
+    # the rule's "settles" needs ||w||^2 to relax within the first half: rate 2 lr wd / (1 - momentum) per step
+    rate = 2 * cfg.optim.lr * decays[1] / (1 - cfg.optim.momentum)
+    assert rate * cfg.trainer.max_steps / 2 >= 5
