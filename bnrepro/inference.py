@@ -12,7 +12,7 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from bnrepro.norm import FrozenBatchNorm, sub_batch_moments
+from bnrepro.norm import FrozenBatchNorm, MeanOnlyBatchNorm, sub_batch_moments
 
 
 class _NormLeafTracer(fx.Tracer):
@@ -112,6 +112,8 @@ def precise_bn(model: nn.Module, batches: Iterable, num_examples: int, estimator
         elif count:
             m.running_mean.copy_(first / count)
             m.running_var.copy_(second / count)
+        if isinstance(m, MeanOnlyBatchNorm):  # it divides by no variance: running_var stays 1, folding stays exact
+            m.running_var.fill_(1.0)
         m.num_batches_tracked.copy_(step)
     return seen
 

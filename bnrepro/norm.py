@@ -3,6 +3,11 @@
 Every layer that normalizes with batch statistics subclasses torch's `_BatchNorm`, so running statistics,
 precise BN, folding and SyncBN conversion treat them all alike. Every layer works on 1d (N, C) and conv
 (N, C, H, W) inputs.
+
+Weight normalization (Salimans & Kingma 2016) is not a layer of its own but a reparameterization of the layer
+before the norm, w = g v / ||v||: `wn` and `wn_mean_only_bn` build a per-channel bias or a mean-only BN as
+their layer, and `Norm.finish(model)` (build_model calls it) reparameterizes the conv or linear layer that
+feeds each of those.
 """
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from bnrepro import ConfigError
 
-NORMS = ("bn", "none", "gn", "ln", "in", "ghost_bn", "brn", "noisy_bn", "frozen_bn")
+NORMS = ("bn", "none", "gn", "ln", "in", "ghost_bn", "brn", "noisy_bn", "frozen_bn", "wn", "mean_only_bn",
+         "wn_mean_only_bn")
+WEIGHT_NORMS = ("wn", "wn_mean_only_bn")  # the norms that reparameterize the layer before theirs
 
 
 def _sub_batches(x: torch.Tensor, ghost_batch: int) -> tuple[int, int, int]:
@@ -227,6 +234,79 @@ class GlobalBatchNorm(_AnyDimBatchNorm):
         return centered * scale.reshape(shape) + self.bias.reshape(shape)
 
 
+class MeanOnlyBatchNorm(_AnyDimBatchNorm):
+    """Mean-only BN (Salimans & Kingma 2016, section 3): y = x - mu_B + beta, the batch mean per channel in
+    training (the gradient flows through it, as in BN), the running mean at inference, a learned shift beta and
+    no division by a standard deviation and no scale (with weight normalization, g is the scale).
+
+    It keeps BN's buffers so that running statistics, precise BN, batch-statistics evaluation and folding treat
+    it as a BN: running_var stays 1, eps is 0 and `weight` is a buffer of ones (not a parameter), so BN's
+    inference map (x - running_mean) * weight / sqrt(running_var + eps) + beta is exactly this layer's."""
+
+    def __init__(self, num_features: int, momentum: float = 0.1):
+        super().__init__(num_features, eps=0.0, momentum=momentum, affine=False, track_running_stats=True)
+        del self._parameters["weight"]
+        self.register_buffer("weight", torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+
+    def forward(self, x):
+        self._check_input_dim(x)
+        if self._uses_batch_stats():
+            mean = x.mean([0] + list(range(2, x.dim())))
+            if self._updates_running_stats():
+                with torch.no_grad():
+                    self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self._average_factor())
+        else:
+            mean = self.running_mean
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return x - mean.reshape(shape) + self.bias.reshape(shape)
+
+
+class ChannelBias(nn.Module):
+    """A learned per-channel shift, y = x + b: `wn`'s layer. The layer before a norm has no bias of its own (the
+    models drop it wherever a norm follows), so weight normalization alone gives that bias back here."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+        self.bias = nn.Parameter(torch.zeros(num_features))
+
+    def forward(self, x):
+        return x + self.bias.reshape((1, -1) + (1,) * (x.dim() - 2))
+
+
+FEEDING = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # the layers a norm can follow
+
+
+def norm_inputs(model: nn.Module, is_norm) -> list[tuple[str, nn.Module, nn.Module]]:
+    """(name, layer, norm) for every module `is_norm` accepts and the conv or linear layer that feeds it: the
+    last such layer registered before it, which must have the norm's channels. Every model family registers a
+    layer just before its norm (nn.Sequential(conv, norm), timm's conv1/bn1); tests/test_decouple.py checks the
+    pairs against the data flow of a forward pass for each family."""
+    pairs, last = [], None
+    for name, m in model.named_modules():
+        if isinstance(m, FEEDING):
+            last = (name, m)
+        elif is_norm(m):
+            if last is None:
+                raise ValueError(f"{type(m).__name__} at {name or 'the top'} has no conv or linear layer before it")
+            layer_name, layer = last
+            out = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+            if out != m.num_features:
+                raise ValueError(f"{name} normalizes {m.num_features} channels but {layer_name}, the layer before "
+                                 f"it, has {out}")
+            pairs.append((layer_name, layer, m))
+            last = None
+    return pairs
+
+
+def scale_invariant(m: nn.Module) -> bool:
+    """A norm after which the layer before is scale-invariant in training: BN((aW)u) = BN(Wu) (eps aside). Not
+    brn (its r and d use the running statistics, which do not scale), frozen_bn (no batch statistics) or
+    mean_only_bn (no division)."""
+    return isinstance(m, _BatchNorm) and not isinstance(m, (BatchRenorm, FrozenBatchNorm, MeanOnlyBatchNorm))
+
+
 IN_ON_FEATURES = ("model.norm=in normalizes each channel over its spatial positions, which a fully connected "
                   "layer has none of: use model.norm=ln or gn")
 
@@ -289,6 +369,27 @@ class Norm:
         return round(self.brn_hold * scale), self.brn_warmup, round(self.brn_dmax_at * scale)
 
     @property
+    def weight_norm(self) -> bool:
+        """True for wn and wn_mean_only_bn: `finish` reparameterizes the layer before each norm layer."""
+        return self.kind in WEIGHT_NORMS
+
+    def finish(self, model: nn.Module) -> nn.Module:
+        """What the norm does outside its own layers, applied once the model is built (and initialized): wn and
+        wn_mean_only_bn put torch's weight normalization, w = g v / ||v|| with g and v per output channel, on the
+        conv or linear layer that feeds each of their layers. g starts at ||v||, so the function at
+        initialization is the model's own (Salimans & Kingma's data-dependent init is not used: every arm starts
+        from the same function). The other norms leave the model as it is."""
+        if not self.weight_norm:
+            return model
+        from torch.nn.utils.parametrizations import weight_norm
+        pairs = norm_inputs(model, lambda m: isinstance(m, (ChannelBias, MeanOnlyBatchNorm)))
+        if not pairs:
+            raise ConfigError(f"model.norm={self.kind}: the model has no layer before a norm to reparameterize")
+        for _, layer, _ in pairs:
+            weight_norm(layer, name="weight", dim=0)
+        return model
+
+    @property
     def enabled(self) -> bool:
         """False for `none`: the model then adds no norm module and keeps the layer biases."""
         return self.kind != "none"
@@ -309,6 +410,10 @@ class Norm:
             return NoisyBatchNorm(channels, self.noise_mean, self.noise_std, **bn)
         if self.kind == "frozen_bn":
             return FrozenBatchNorm(channels, **bn)
+        if self.kind in ("mean_only_bn", "wn_mean_only_bn"):
+            return MeanOnlyBatchNorm(channels, momentum=self.momentum)
+        if self.kind == "wn":
+            return ChannelBias(channels)
         if self.kind == "gn":
             if channels % self.groups:
                 raise ConfigError(f"model.norm_groups={self.groups} does not divide a layer's {channels} channels: "

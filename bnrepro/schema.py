@@ -15,9 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from bnrepro import ConfigError
 
-NORMS = ("bn", "none", "gn", "ln", "in", "ghost_bn", "brn", "noisy_bn", "frozen_bn")
+NORMS = ("bn", "none", "gn", "ln", "in", "ghost_bn", "brn", "noisy_bn", "frozen_bn", "wn", "mean_only_bn",
+         "wn_mean_only_bn")
 GHOST_NORMS = ("ghost_bn", "brn")  # the norms that read model.ghost_batch
-BATCH_NORMS = ("bn", "ghost_bn", "brn", "noisy_bn")  # the norms that normalize with training-batch statistics
+# the norms that normalize with training-batch statistics
+BATCH_NORMS = ("bn", "ghost_bn", "brn", "noisy_bn", "mean_only_bn", "wn_mean_only_bn")
 FINAL_EVALS = ("ema", "precise", "precise_alg2", "batch")
 
 PosFloat = Field(gt=0)
@@ -173,6 +175,7 @@ class TrainConfig(Group):
     c7_protocol: Optional[str] = None            # C7 arm's protocol: gpu8 (the GN paper's) or ghost batches
     base_lr: Optional[float] = Field(None, gt=0)  # the scale's no-BN base rate that C2/C10 multiply
     seeds: Optional[str] = None                  # the scale's seed axis for sweeps ("0,1,2,3,4")
+    c14_weight_decays: Optional[str] = None      # C14: the weight decays its sweep compares ("0,0.005")
     c10_budget: Optional[dict[str, int]] = None  # C10: steps at x1 and the cap of the 1/LR-scaled budget
     c3_fair_init: Optional[dict[str, dict[str, str]]] = None  # C3: each (act, norm) arm's init
     claims: dict[str, Any] = {}                  # the scale's choices for each claim's family (group choices)

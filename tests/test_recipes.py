@@ -50,7 +50,7 @@ def lr_decay_per(cfg, steps: int) -> float:
 def test_every_experiment_composes_with_its_recipe(experiment, scale):
     cfg = compose(f"experiment={experiment}", f"scale={scale}")
     assert cfg.scale_name == scale and model_keys_accepted(cfg)
-    if experiment in ("c2_lr", "c10_small_lr"):
+    if experiment in ("c2_lr", "c10_small_lr", "c13_decoupling"):  # C13 runs at C2's multipliers
         # the multipliers multiply the no-BN net's own rate: ResNet-20's base_lr at cifar, the paper's Inception
         # rate at imagenet
         assert cfg.optim.lr == cfg.base_lr == {"cifar": 0.01, "imagenet": 0.0015}[scale]

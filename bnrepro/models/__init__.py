@@ -54,7 +54,8 @@ def build_model(cfg: DictConfig | dict, in_shape: tuple[int, ...], num_classes: 
     if unknown:
         raise ConfigError(f"model={name} has no option {', '.join('model.' + k for k in unknown)}: "
                           f"remove it or check its spelling in configs/model/{name}.yaml")
-    return cls(in_shape=tuple(in_shape), num_classes=num_classes, norm=norm, **kw)
+    # norm.finish: wn and wn_mean_only_bn reparameterize the layer before each norm, after the model's own init
+    return norm.finish(cls(in_shape=tuple(in_shape), num_classes=num_classes, norm=norm, **kw))
 
 
 def count_params(model: nn.Module) -> int:

@@ -36,8 +36,12 @@ class ResNet(TimmResNet):
                     m.bias = nn.Parameter(torch.zeros(m.out_channels))
         init_weights(self, init_scale)  # the same conv init as our other families
         if zero_init_residual:
+            if norm.weight_norm:  # g = ||v|| = 0 would make w = g v / ||v|| undefined
+                raise ConfigError(f"model.zero_init_residual=true with model.norm={norm.kind}: weight "
+                                  "normalization cannot start from a zero weight; set zero_init_residual=false")
             for m in self.modules():
                 if isinstance(m, (BasicBlock, Bottleneck)):
                     last = m.bn3 if isinstance(m, Bottleneck) else m.bn2
                     conv = m.conv3 if isinstance(m, Bottleneck) else m.conv2
-                    nn.init.zeros_((last if norm.enabled else conv).weight)
+                    scaled = norm.enabled and isinstance(getattr(last, "weight", None), nn.Parameter)  # mean-only BN: none
+                    nn.init.zeros_((last if scaled else conv).weight)

@@ -137,3 +137,5 @@ from bnrepro.probes import percentiles  # noqa: E402,F401  (registers its probes
 from bnrepro.probes.percentiles import Probe, fig1_probes  # noqa: E402,F401
 from bnrepro.probes import landscape  # noqa: E402,F401  (C11's line probe)
 from bnrepro.probes import grad_norms  # noqa: E402,F401  (C3's per-layer gradient norms)
+from bnrepro.probes import weight_norms  # noqa: E402,F401  (C14)
+from bnrepro.probes import scale_invariance  # noqa: E402,F401  (C14)

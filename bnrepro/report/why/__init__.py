@@ -6,7 +6,7 @@ claims.Claim) and `FIGURE` (a function Result -> matplotlib Figure); they are li
 """
 from __future__ import annotations
 
-from bnrepro.report.why import smoothness
+from bnrepro.report.why import decoupling, scale_invariance, smoothness  # noqa: E402
 
-CLAIMS: tuple = (smoothness.CLAIM,)
-FIGURES: dict = {"C11": smoothness.FIGURE}
+CLAIMS: tuple = (smoothness.CLAIM, decoupling.CLAIM, scale_invariance.CLAIM)
+FIGURES: dict = {"C11": smoothness.FIGURE, "C13": decoupling.FIGURE, "C14": scale_invariance.FIGURE}

@@ -1,0 +1,223 @@
+"""C14: scale invariance and the effective learning rate (the BN paper's section 3.3; van Laarhoven 2017;
+Hoffer et al. 2018).
+
+(a) Exactly: BN((aW)u) = BN(Wu), and the gradient with respect to aW is 1/a times that with respect to W. Checked
+on the trained nets by the `scale_invariance` probe (summary.json end_probes: si_*).
+(b) Consequence: an SGD step on such a layer moves its direction by about lr/||w||^2, the effective learning
+rate; each step adds a component orthogonal to w, so without weight decay ||w|| grows and the effective LR falls,
+while weight decay pulls ||w|| back and keeps it up. Logged per layer by the `weight_norms` probe (metrics rows:
+wnorm_<i>, eff_lr_<i>, and the step-0 row at initialization). Experiment c14_scale_invariance: the BN net with
+and without weight decay, at a constant LR."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bnrepro.report import stats
+from bnrepro.report.claims import Claim, Judged, Missing, arms_of, arm_json, mean_curves
+from bnrepro.report.rules import CORE, SUPPORT, Rule, Test
+from bnrepro.report.runs import Run
+from bnrepro.report.stats import Interval
+
+PAPER = {"identity": "BN((aW)u) = BN(Wu); d BN((aW)u)/d(aW) = (1/a) d BN(Wu)/dW (section 3.3)",
+         "factors": [0.5, 2.0, 10.0],
+         "van_laarhoven": "with BN, L2 regularization has no regularizing effect on the function; the effective "
+                          "learning rate is lr/||w||^2 and falls as ||w|| grows without it",
+         "hoffer": "Norm matters: weight decay's effect on BN nets is through the effective step size; "
+                   "without it ||w|| grows and the effective LR decays"}
+OUT_TOL = 1e-5  # relative change of the logits when one BN-ed layer's weights are scaled by a
+GRAD_TOL = 1e-4  # relative error of a x g(aW) against g(W)
+SETTLE = 0.10  # "settles": ||w|| changes by less than ~10% (log ratio within +-0.1) over the second half of training
+RULE = Rule((
+    Test("output_invariant", CORE, "scaling a BN-ed layer's weights by a (0.5, 2, 10) leaves the net's output "
+         "unchanged", "the largest relative change of the logits over layers, factors and runs", "less", OUT_TOL,
+         OUT_TOL, "plain", why=f"{OUT_TOL:g}: float32 round-off over a few layers is ~1e-6 and the check runs in "
+         "float64, so a change above it is the identity failing, not rounding; BN's eps is set to ~0 for the check "
+         "(the paper's identity has none; the as-trained values with eps are reported)"),
+    Test("grad_scaled", CORE, "and scales its gradient by exactly 1/a",
+         "the largest relative error of a x grad(aW) against grad(W)", "less", GRAD_TOL, GRAD_TOL, "plain",
+         why=f"{GRAD_TOL:g}: ten times the output bar, for the extra backward pass"),
+    Test("grows", CORE, "without weight decay the BN-ed layers' weight norms grow",
+         "||w|| at the end / at initialization (geometric mean over layers)", "greater", 1.0, 1.0, "ratio"),
+    Test("eff_lr_falls", CORE, "without weight decay the effective LR lr/||w||^2 falls",
+         "lr/||w||^2 at the end / at initialization (geometric mean over layers)", "less", 1.0, 1.0, "ratio"),
+    Test("wd_keeps_lr", SUPPORT, "weight decay keeps the effective LR higher",
+         "lr/||w||^2 at the end, with / without weight decay (paired by seed)", "greater", 1.0, 1.0, "ratio"),
+    Test("settles", SUPPORT, "with weight decay the weight norm settles over the second half of training",
+         "log(||w|| at the end / at mid-training), geometric mean over layers", "equivalent", SETTLE, SETTLE,
+         "plain", why=f"margin {SETTLE:g} in log units (about 10%); the weight-decay rate is chosen so that "
+         "||w||^2 relaxes in a small fraction of the run (configs/claims/c14_scale_invariance)"),
+), notes="The BN-ed layers are the conv and linear layers a scale-invariant BN follows. The identity is "
+         "checked at the end of training on the last training batch in training mode (batch statistics), in "
+         "float64, every layer and factor, each run with and without weight decay. Norm ratios are per seed "
+         "(geometric mean over layers), with t intervals on the log scale; initialization = the step-0 row, "
+         "mid-training = the first evaluation at or after half the steps.")
+
+
+def _layers(run: Run) -> int:
+    i = 0
+    while run.series(f"wnorm_{i}")[0].size:
+        i += 1
+    return i
+
+
+def _at(run: Run, key: str, where: str) -> float | None:
+    """A series' value at initialization (step 0), mid-training (first row at or after half the steps) or end."""
+    steps, values = run.series(key)
+    if not steps.size:
+        return None
+    if where == "start":
+        return float(values[0]) if steps[0] == 0 else None
+    if where == "end":
+        return float(values[-1])
+    mid = np.nonzero(steps >= steps.max() / 2)[0]
+    return float(values[mid[0]])
+
+
+def layer_ratio(run: Run, kind: str, a: str, b: str) -> float | None:
+    """Geometric mean over the BN-ed layers of <kind>_i at `a` / at `b`."""
+    if run.diverged:
+        return None
+    logs = []
+    for i in range(_layers(run)):
+        x, y = _at(run, f"{kind}_{i}", a), _at(run, f"{kind}_{i}", b)
+        if x is None or y is None or x <= 0 or y <= 0:
+            return None
+        logs.append(math.log(x / y))
+    return math.exp(float(np.mean(logs))) if logs else None
+
+
+def end_eff_lr(run: Run) -> float | None:
+    """Geometric mean over the BN-ed layers of lr/||w||^2 at the end."""
+    vals = [_at(run, f"eff_lr_{i}", "end") for i in range(_layers(run))]
+    return math.exp(float(np.mean([math.log(v) for v in vals]))) if vals and all(v and v > 0 for v in vals) else None
+
+
+def one_sample_ratio(values: dict) -> Interval | None:
+    """A geometric mean of per-seed ratios with its t interval on the log scale."""
+    if not values:
+        return None
+    iv = stats.mean_ci([math.log(v) for v in values.values()], "plain")
+    return Interval("t on log ratios", math.exp(iv.mean), math.exp(iv.lo), math.exp(iv.hi), iv.n, "ratio")
+
+
+def _largest(runs: list[Run], key: str) -> Interval | None:
+    values = [float(v) for r in runs if (v := (r.summary.get("end_probes") or {}).get(key)) is not None]
+    if not values:
+        return None
+    top = max(values)
+    return Interval("largest over runs", top, top, top, len(values), "plain")
+
+
+def judge(runs: list[Run]) -> Judged:
+    arms = arms_of(runs, ("optim.weight_decay",))
+    wds = sorted(k[0] for k in arms)
+    if 0.0 not in wds or len(wds) < 2:
+        raise Missing("runs with and without weight decay (optim.weight_decay=0 and > 0)")
+    wd = wds[-1]
+    free, decayed = arms[(0.0,)], arms[(wd,)]
+    if not all(_layers(r) for r in free + decayed if not r.diverged):
+        raise Missing("no weight_norms series (trainer.probes needs weight_norms)")
+    seeds = lambda rs, fn: {r.get("seed"): v for r in rs if (v := fn(r)) is not None}  # noqa: E731
+    grow = {name: seeds(rs, lambda r: layer_ratio(r, "wnorm", "end", "start")) for name, rs in
+            (("no WD", free), (f"WD {wd:g}", decayed))}
+    eff = {name: seeds(rs, lambda r: layer_ratio(r, "eff_lr", "end", "start")) for name, rs in
+           (("no WD", free), (f"WD {wd:g}", decayed))}
+    half = {name: seeds(rs, lambda r: layer_ratio(r, "wnorm", "end", "mid")) for name, rs in
+            (("no WD", free), (f"WD {wd:g}", decayed))}
+    end_free, end_wd = seeds(free, end_eff_lr), seeds(decayed, end_eff_lr)
+    log_half = {s: math.log(v) for s, v in half[f"WD {wd:g}"].items()}
+    measured = {"output_invariant": _largest(runs, "si_out_max"), "grad_scaled": _largest(runs, "si_grad_max"),
+                "grows": one_sample_ratio(grow["no WD"]), "eff_lr_falls": one_sample_ratio(eff["no WD"]),
+                "wd_keeps_lr": stats.ratio(end_wd, end_free) if end_wd and end_free else None,
+                "settles": stats.tost(log_half, {s: 0.0 for s in log_half}, SETTLE, "plain") if log_half else None}
+    si = {}
+    for key in ("out", "grad"):
+        for a in PAPER["factors"]:
+            iv = _largest(runs, f"si_{key}_a{a:g}")
+            si[f"{key}_a{a:g}"] = iv.mean if iv else None
+        as_trained = _largest(runs, f"si_as_trained_{key}_max")
+        si[f"as_trained_{key}_max"] = as_trained.mean if as_trained else None
+    n_layers = max(_layers(r) for r in runs)
+    numbers = {
+        "weight_decay": wd, "layers": n_layers, "scale_check": si,
+        "norm_growth": {k: arm_json(v, "plain") for k, v in grow.items() if v},
+        "eff_lr_change": {k: arm_json(v, "plain") for k, v in eff.items() if v},
+        "second_half_change": {k: arm_json(v, "plain") for k, v in half.items() if v},
+        "end_eff_lr": {"no WD": arm_json(end_free, "plain"), f"WD {wd:g}": arm_json(end_wd, "plain")},
+        "curves": {name: {i: {"wnorm": mean_curves(rs, f"wnorm_{i}"), "eff_lr": mean_curves(rs, f"eff_lr_{i}")}
+                          for i in range(n_layers)} for name, rs in (("no WD", free), (f"WD {wd:g}", decayed))},
+        "score": {"no WD": arm_json({r.get("seed"): float(r.summary.get("score", 0.0)) for r in free}),
+                  f"WD {wd:g}": arm_json({r.get("seed"): float(r.summary.get("score", 0.0)) for r in decayed})}}
+    g, e, out, grad = (measured[k] for k in ("grows", "eff_lr_falls", "output_invariant", "grad_scaled"))
+    return Judged(measured, numbers,
+                  f"largest output change {f'{out.mean:.2g}' if out else 'n/a'}, gradient-ratio error "
+                  f"{f'{grad.mean:.2g}' if grad else 'n/a'}; no WD: ||w|| end/init {g.fmt() if g else 'n/a'}, "
+                  f"effective LR end/init {e.fmt() if e else 'n/a'}")
+
+
+CLAIM = Claim("C14", "BN makes a layer scale-invariant; weight decay sets its effective learning rate",
+              ("c14_scale_invariance",), PAPER,
+              "Section 3.3: BN((aW)u) = BN(Wu) and the gradient w.r.t. aW is 1/a that w.r.t. W, so larger weights "
+              "get smaller updates. van Laarhoven 2017, Hoffer et al. 2018: for BN-ed layers weight decay only "
+              "sets the effective learning rate lr/||w||^2; without it ||w|| grows and the effective LR falls",
+              RULE, ("optim.weight_decay",), judge)
+
+
+def figure(result):
+    """(a) ||w|| per BN-ed layer over training, with and without weight decay; (b) lr/||w||^2 likewise (log);
+    (c) the scale check: largest output change and gradient-ratio error per factor a, exact and as trained."""
+    from bnrepro.report.figures import _caption, _frame
+    from bnrepro.report.style import legend
+
+    n = result.numbers
+    fig, gs = _frame(result, 19, 6.4, (1, 3), ratios=[1, 1, 0.9], test_width=1.1)
+    a, b = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
+    colors = {"no WD": "#d62728", f"WD {n['weight_decay']:g}": "#1f77b4"}
+    styles = ["-", "--", ":", "-."]
+    for name, layers in n["curves"].items():
+        for i, c in layers.items():
+            for ax, key in ((a, "wnorm"), (b, "eff_lr")):
+                cur = c[key]
+                if cur["steps"]:
+                    ax.plot(cur["steps"], cur["mean"], styles[int(i) % 4], color=colors.get(name, "0.4"),
+                            label=f"{name}, layer {i}")
+                    ax.fill_between(cur["steps"], cur["lo"], cur["hi"], color=colors.get(name, "0.4"), alpha=0.12,
+                                    lw=0)
+    a.set_title("(a) ours: weight norm ||w|| of each BN-ed layer")
+    a.set_ylabel("||w||")
+    b.set_yscale("log")
+    b.set_title("(b) ours: effective learning rate lr/||w||^2 (log scale)")
+    b.set_ylabel("lr/||w||^2")
+    for ax in (a, b):
+        ax.set_xlabel("training steps")
+        legend(ax)
+    c = fig.add_subplot(gs[0, 2])
+    si = n["scale_check"]
+    xs = PAPER["factors"]
+    floor = 1e-18
+    for key, marker, label in (("out", "o", "output change"), ("grad", "s", "gradient-ratio error")):
+        ys = [max(si.get(f"{key}_a{x:g}") or floor, floor) for x in xs]
+        c.plot(xs, ys, marker=marker, label=f"ours, exact (float64, no eps): {label}")
+        trained = si.get(f"as_trained_{key}_max")
+        if trained is not None:
+            c.axhline(max(trained, floor), ls=":", color="0.4" if key == "out" else "0.6",
+                      label=f"ours, as trained (float32, eps): largest {label}")
+    c.axhline(OUT_TOL, ls="--", color="black", lw=1, label=f"rule: output bar {OUT_TOL:g}")
+    c.axhline(GRAD_TOL, ls="--", color="0.5", lw=1, label=f"rule: gradient bar {GRAD_TOL:g}")
+    c.set_xscale("log")
+    c.set_yscale("log")
+    c.set_xticks(xs, [f"{x:g}" for x in xs])
+    c.minorticks_off()
+    c.set_xlabel("scale factor a of one layer's weights")
+    c.set_ylabel("largest relative change over layers and runs")
+    c.set_title("(c) ours: scale invariance on the trained nets\n(paper: exactly 0, section 3.3)")
+    legend(c)
+    _caption(fig, result, (), f"Curves: mean over seeds with 95% bands. (c): a change of exactly 0 is drawn at "
+             f"{floor:g}. The paper gives the identity, no numbers; "
+             "van Laarhoven and Hoffer et al. give the mechanism (a) and (b) test.")
+    return fig
+
+
+FIGURE = figure
