@@ -135,3 +135,5 @@ def preserved(model: nn.Module):
 
 from bnrepro.probes import percentiles  # noqa: E402,F401  (registers its probes)
 from bnrepro.probes.percentiles import Probe, fig1_probes  # noqa: E402,F401
+from bnrepro.probes import init_gradients  # noqa: E402,F401  (C12: gradient norms at init)
+from bnrepro.probes import fold  # noqa: E402,F401  (C15: BN folded into the layer before it)
