@@ -176,7 +176,7 @@ class TrainConfig(Group):
     seeds: Optional[str] = None                  # the scale's seed axis for sweeps ("0,1,2,3,4")
     c10_budget: Optional[dict[str, int]] = None  # C10: steps at x1 and the cap of the 1/LR-scaled budget
     c3_fair_init: Optional[dict[str, dict[str, str]]] = None  # C3: each (act, norm) arm's init
-    c12_train_steps: Optional[int] = Field(None, ge=1)  # C12: the 100-layer MLP runs' training steps after the init probe
+    c12_train_steps: Optional[int] = Field(None, ge=1)  # C12: the 100-layer MLP's training steps after the probe
     c15_model: Optional[dict[str, Any]] = None   # C15: each family's size at the scale (depth, width, arch, width_mult)
     claims: dict[str, Any] = {}                  # the scale's choices for each claim's family (group choices)
     ladder_weight_decay: Optional[dict[str, float]] = None
