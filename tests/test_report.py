@@ -315,7 +315,9 @@ def holding_report(tmp_path_factory):
 
 def test_every_claim_that_holds_is_reproduced(holding_report):
     results, _, _ = holding_report
-    assert {cid: r.verdict for cid, r in results.items()} == {cid: "reproduced" for cid in ["fig1", *CLAIM_IDS]}
+    # C11-C15 (bnrepro/report/why/) have no synthetic runs in this suite: not run; their judges have their own tests
+    ids = ["fig1", *CLAIM_IDS]
+    assert {cid: results[cid].verdict for cid in ids} == {cid: "reproduced" for cid in ids}
 
 
 def test_claims_json_has_the_numbers_and_checks(holding_report):
@@ -333,7 +335,7 @@ def test_claims_json_has_the_numbers_and_checks(holding_report):
 
 def test_figures_and_report_are_written(holding_report):
     results, figures, out = holding_report
-    assert set(figures) == set(results)
+    assert set(figures) == {cid for cid, r in results.items() if r.verdict != "not run"}
     for path in figures.values():
         assert path.exists() and path.stat().st_size > 10_000
     report = (out / "REPORT.md").read_text()

@@ -6,5 +6,7 @@ claims.Claim) and `FIGURE` (a function Result -> matplotlib Figure); they are li
 """
 from __future__ import annotations
 
-CLAIMS: tuple = ()
-FIGURES: dict = {}
+from bnrepro.report.why import folding, init_gradients
+
+CLAIMS: tuple = (init_gradients.CLAIM, folding.CLAIM)
+FIGURES: dict = {"C12": init_gradients.FIGURE, "C15": folding.FIGURE}
