@@ -229,3 +229,27 @@ def test_c15_judge(tmp_path, worst, disagree, verdict):
     assert result.numbers["families"]["BN-Inception"]["bn_folded"] == 3
     fig = folding.FIGURE(result)
     assert len(fig.axes) >= 4
+
+
+# --- the experiments compose: every family x depth x arm, at every scale -----------------------------------
+
+def test_c12_and_c15_points_compose_to_the_models_they_name():
+    """Every family x depth (with plain BN) and every arm (at the deepest MLP) of C12, and every family of C15, at
+    cpu scale (tests/test_experiments.py composes each experiment at every scale)."""
+    from test_experiments import check_model, compose_cfg as compose, sweep_axes
+
+    axes = sweep_axes(compose(["experiment=c12_init_gradients", "scale=cpu"]))
+    assert set(axes["c12_arm"]) == {"bn", "bn_residual", "none"} and len(axes["seed"]) == 5
+    arms = {"bn": ("bn", False), "bn_residual": ("bn", True), "none": ("none", False)}
+    points = [(net, "bn") for net in axes["c12_net"]] + [("mlp_100", arm) for arm in ("bn_residual", "none")]
+    for net, arm in points:
+        cfg = compose(["experiment=c12_init_gradients", "scale=cpu", f"c12_net={net}", f"c12_arm={arm}"])
+        check_model(cfg)
+        family, depth = net.rsplit("_", 1)
+        assert (cfg.model.name, cfg.model.depth, cfg.model.act) == (family, int(depth), "relu")
+        assert (cfg.model.norm, cfg.model.residual) == arms[arm] and list(cfg.trainer.probes) == ["init_gradients"]
+        assert cfg.trainer.max_steps == (cfg.c12_train_steps if net == "mlp_100" else 1)
+    for net in sweep_axes(compose(["experiment=c15_folding", "scale=cpu"]))["c15_net"]:
+        cfg = compose(["experiment=c15_folding", "scale=cpu", f"c15_net={net}"])
+        check_model(cfg)
+        assert (cfg.model.name, cfg.model.norm, list(cfg.trainer.probes)) == (net, "bn", ["fold"])
