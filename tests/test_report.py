@@ -391,5 +391,7 @@ def test_figures_draw_from_the_judges_numbers_alone(holding_report, tmp_path):
 
     results, _, _ = holding_report
     for result in results.values():
+        if result.verdict == "not run":  # C11-C15 have no runs in this suite: no figure
+            continue
         bare = dataclasses.replace(result, runs=[])
         assert draw(bare, tmp_path).stat().st_size > 10_000
