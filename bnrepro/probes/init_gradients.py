@@ -2,9 +2,9 @@
 conv and linear layer's weight at initialization, on the fixed training batch, and the per-layer growth rate of
 those norms going backwards (from the last layer towards the first). Registered as `init_gradients`.
 
-`at_start` runs one forward/backward in training mode and fp32 (BN normalizes with the batch's statistics, as in the first
-training step) inside `preserved(model)`, so the run trains exactly as without the probe; its dict is the step-0
-metrics row:
+`at_start` runs one forward/backward in training mode and fp32 (BN normalizes with the batch's statistics, as in
+the first training step) inside `preserved(model)`, so the run trains exactly as without the probe; its dict is
+the step-0 metrics row:
 - `init_grad_norm_<i>`: ||dL/dW_i|| for the i-th conv/linear layer in forward order (i from 0, 3 digits);
 - `init_grad_growth`: the growth rate per layer going backwards, exp(-slope) of the least-squares fit of
   log ||dL/dW_i|| on i with one intercept per weight shape (`growth_rate`), so layers of another width (the
