@@ -23,7 +23,7 @@ def test_whole_suite_with_tiny_budgets_writes_a_complete_report(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "total wall time" in done.stdout
     claims = json.loads((tmp_path / "out" / "claims.json").read_text())
-    assert set(claims) == set(CLAIMS)
+    assert set(CLAIMS) <= set(claims)  # C11-C15 are listed too; those outside reproduce.sh's default are "not run"
     for cid in CLAIMS:  # every claim ran and was judged (one seed, tiny budgets: mostly inconclusive, never "not run")
         assert claims[cid]["verdict"] in ("reproduced", "partly", "not reproduced", "inconclusive"), \
             (cid, claims[cid]["ours"])
