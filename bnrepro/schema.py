@@ -62,7 +62,8 @@ class Model(Group):
     init_std: float = Field(0.1, gt=0)
     init_scale: float = Field(1.0, gt=0)
     hidden: list[int] = [100, 100, 100]
-    depth: int = Field(20, ge=8)
+    depth: int = Field(20, ge=1)                 # resnet_cifar: 6n+2 (checked by the model); mlp: hidden layers (C12)
+    residual: Optional[bool] = None              # C12: skip connections on/off (mlp: off, resnet_cifar: on if unset)
     width: int = Field(16, ge=1)
     arch: Literal["resnet18", "resnet50"] = "resnet50"
     stem: Literal["auto", "imagenet", "cifar", "digits"] = "auto"
@@ -178,6 +179,8 @@ class TrainConfig(Group):
     c14_weight_decays: Optional[str] = None      # C14: the weight decays its sweep compares ("0,0.005")
     c10_budget: Optional[dict[str, int]] = None  # C10: steps at x1 and the cap of the 1/LR-scaled budget
     c3_fair_init: Optional[dict[str, dict[str, str]]] = None  # C3: each (act, norm) arm's init
+    c12_train_steps: Optional[int] = Field(None, ge=1)  # C12: the 100-layer MLP's training steps after the probe
+    c15_model: Optional[dict[str, Any]] = None   # C15: each family's size at the scale (depth, width, arch, width_mult)
     claims: dict[str, Any] = {}                  # the scale's choices for each claim's family (group choices)
     ladder_weight_decay: Optional[dict[str, float]] = None
     data: Data

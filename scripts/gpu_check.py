@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 DEFAULT_OUT = ROOT / "results" / "bench" / "gpu.md"
 EXPERIMENTS = ["c1_speed", "fig1", "c2_lr", "c7_small_batch", "c3_sigmoid", "c4_drift", "c5_dropout", "c6_init",
                "c8_popstats", "c9_noisy", "c10_small_lr", "c11_smoothness",
-               "c13_decoupling", "c14_scale_invariance"]  # part (c)'s order: C1 (BN-Inception, the most GPU-hours)
+               "c12_init_gradients", "c13_decoupling", "c14_scale_invariance", "c15_folding"]  # part (c)'s order: C1 (BN-Inception, the most GPU-hours)
 # and each model family first, so a cut at the budget leaves the rest to the ResNet-20 fallback rate
 # seconds each part may take on a CUDA machine (their sum + start-up stays under the 6-minute budget)
 CAPS = {"tests": 105, "throughput": 80, "suite": 95, "parallel": 50}

@@ -13,7 +13,7 @@ LAUNCHER=${LAUNCHER:-joblib}
 RUNS=${RUNS:-runs/$SCALE}
 OUT=${OUT:-results/$SCALE}
 EXTRA=${EXTRA:-}
-EXPERIMENTS=${EXPERIMENTS:-"fig1 c1_speed c2_lr c3_sigmoid c4_drift c5_dropout c6_init c7_small_batch c8_popstats c9_noisy c10_small_lr c11_smoothness c13_decoupling c14_scale_invariance"}
+EXPERIMENTS=${EXPERIMENTS:-"fig1 c1_speed c2_lr c3_sigmoid c4_drift c5_dropout c6_init c7_small_batch c8_popstats c9_noisy c10_small_lr c11_smoothness c12_init_gradients c13_decoupling c14_scale_invariance c15_folding"}
 export WANDB_MODE=${WANDB_MODE:-offline} HYDRA_FULL_ERROR=${HYDRA_FULL_ERROR:-0}
 PYTHON=${PYTHON:-python}
 

@@ -43,8 +43,8 @@ def check_model(cfg) -> None:
 
 def test_all_claims_have_an_experiment():
     assert {"fig1", "c1_speed", "c2_lr", "c3_sigmoid", "c4_drift", "c5_dropout", "c6_init", "c7_small_batch",
-            "c8_popstats", "c9_noisy", "c10_small_lr", "c11_smoothness", "c13_decoupling",
-            "c14_scale_invariance"} <= set(EXPERIMENTS)
+            "c8_popstats", "c9_noisy", "c10_small_lr", "c11_smoothness", "c12_init_gradients",
+            "c13_decoupling", "c14_scale_invariance", "c15_folding"} <= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("scale", SCALES)

@@ -405,7 +405,7 @@ def test_claims_json_has_the_numbers_and_checks(holding_report):
 
 def test_figures_and_report_are_written(holding_report):
     results, figures, out = holding_report
-    assert set(figures) == set(results)
+    assert set(figures) == {cid for cid, r in results.items() if r.verdict != "not run"}
     for path in figures.values():
         assert path.exists() and path.stat().st_size > 10_000
     report = (out / "REPORT.md").read_text()
@@ -461,5 +461,7 @@ def test_figures_draw_from_the_judges_numbers_alone(holding_report, tmp_path):
 
     results, _, _ = holding_report
     for result in results.values():
+        if result.verdict == "not run":  # C11-C15 have no runs in this suite: no figure
+            continue
         bare = dataclasses.replace(result, runs=[])
         assert draw(bare, tmp_path).stat().st_size > 10_000

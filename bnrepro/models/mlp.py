@@ -1,4 +1,8 @@
-"""The paper's MNIST net (section 4.1): fully connected hidden layers, norm before each nonlinearity."""
+"""The paper's MNIST net (section 4.1): fully connected hidden layers, norm before each nonlinearity.
+
+C12 (Yang et al. 2019) adds two options: `depth` (that many hidden layers, each `hidden[0]` wide, instead of the
+`hidden` list) and `residual` (each hidden layer after the first adds its input to its output,
+x + act(norm(W x)): the skip connection that tames BN's gradient explosion at init)."""
 from __future__ import annotations
 
 import math
@@ -10,22 +14,36 @@ from bnrepro.models.common import activation
 from bnrepro.norm import IN_ON_FEATURES, Norm
 
 
+class Residual(nn.Sequential):
+    """x + layers(x): a hidden layer with a skip connection (model.residual)."""
+
+    def forward(self, x):
+        return x + super().forward(x)
+
+
 class MLP(nn.Sequential):
     def __init__(self, in_shape, num_classes: int, norm: Norm, hidden=(100, 100, 100), act: str = "sigmoid",
-                 dropout: float = 0.0, init_std: float = 0.1, init: str = "normal"):
+                 dropout: float = 0.0, init_std: float = 0.1, init: str = "normal", depth: int | None = None,
+                 residual: bool = False):
         if init not in INITS:
             raise ConfigError(f"unknown model.init '{init}': set it to one of {', '.join(INITS)}")
         if norm.kind == "in":  # checked here: a (N, C) input is all a fully connected layer's norm ever sees
             raise ConfigError(IN_ON_FEATURES)
+        if depth is not None:
+            if depth < 1:
+                raise ConfigError(f"model.depth={depth}: an MLP needs at least one hidden layer")
+            hidden = [hidden[0]] * depth
         layers, width = [nn.Flatten()], math.prod(in_shape)
         for h in hidden:
             # a norm after the linear layer makes its bias redundant (the paper drops it)
-            layers.append(nn.Linear(width, h, bias=not norm.enabled))
+            block = [nn.Linear(width, h, bias=not norm.enabled)]
             if norm.enabled:
-                layers.append(norm(h, dim=1))
-            layers.append(activation(act))
+                block.append(norm(h, dim=1))
+            block.append(activation(act))
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                block.append(nn.Dropout(dropout))
+            # a skip needs equal widths: the first hidden layer (from the input) never has one
+            layers += [Residual(*block)] if residual and width == h else block
             width = h
         layers.append(nn.Linear(width, num_classes))
         super().__init__(*layers)

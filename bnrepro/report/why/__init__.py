@@ -6,7 +6,8 @@ claims.Claim) and `FIGURE` (a function Result -> matplotlib Figure); they are li
 """
 from __future__ import annotations
 
-from bnrepro.report.why import decoupling, scale_invariance, smoothness  # noqa: E402
+from bnrepro.report.why import decoupling, folding, init_gradients, scale_invariance, smoothness  # noqa: E402
 
-CLAIMS: tuple = (smoothness.CLAIM, decoupling.CLAIM, scale_invariance.CLAIM)
-FIGURES: dict = {"C11": smoothness.FIGURE, "C13": decoupling.FIGURE, "C14": scale_invariance.FIGURE}
+CLAIMS: tuple = (smoothness.CLAIM, init_gradients.CLAIM, decoupling.CLAIM, scale_invariance.CLAIM, folding.CLAIM)
+FIGURES: dict = {"C11": smoothness.FIGURE, "C12": init_gradients.FIGURE, "C13": decoupling.FIGURE,
+                 "C14": scale_invariance.FIGURE, "C15": folding.FIGURE}
