@@ -135,3 +135,4 @@ def preserved(model: nn.Module):
 
 from bnrepro.probes import percentiles  # noqa: E402,F401  (registers its probes)
 from bnrepro.probes.percentiles import Probe, fig1_probes  # noqa: E402,F401
+from bnrepro.probes import mode_gap  # noqa: E402,F401
