@@ -1,4 +1,4 @@
-"""Each claim's embedded dataset at cpu scale is the one chosen by measurement (issue 9; docs/issue9-data.md):
+"""Each claim's embedded dataset at cpu scale is the one chosen by measurement (issue 9; docs/issue9-preregistration.md, README):
 every experiment composes at every scale, every job of its cpu sweep trains on the chosen dataset, and that
 dataset's step budget is the one its claims file states."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ import bnrepro  # noqa: F401  (registers the config resolvers)
 from conftest import CONFIGS
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
-# the measurement that chose each: docs/issue9-data.md and the claim's configs/claims/<experiment>/cpu.yaml
+# the measurement that chose each: README "Which embedded dataset" and the claim's configs/claims/<experiment>/cpu.yaml
 CHOSEN = {
     "fig1": "mnist1d",
     "c1_speed": "digits",        # BN-Inception is a 2-D net; MNIST-1D is 1-D
@@ -21,9 +21,9 @@ CHOSEN = {
     "c3_sigmoid": "mnist1d",
     "c4_drift": "mnist1d",
     "c5_dropout": "mnist1d",
-    "c6_init": "mnist1d",
+    "c6_init": "digits",
     "c7_small_batch": "digits",
-    "c8_popstats": "mnist1d",
+    "c8_popstats": "digits",
     "c9_noisy": "mnist1d",
     "c10_small_lr": "mnist1d",
 }
