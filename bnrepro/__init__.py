@@ -27,6 +27,13 @@ def lr_scaled_steps(steps: int, lr_mult: float, cap: int) -> int:
     return int(min(cap, max(steps, round(steps / float(lr_mult)))))
 
 
+def steps_per(examples: int, batch: int) -> int:
+    """Steps that show `examples` training examples at `batch` per step (C7's real-batch protocol: the same
+    number of epochs at every batch size, as the GN paper trains)."""
+    return max(1, int(examples) // int(batch))
+
+
 # registered here, on import of the package, so that the trainer and the report (which resolves each run's
 # .hydra/config.yaml) both know it
 OmegaConf.register_new_resolver("bnrepro_lr_steps", lr_scaled_steps, replace=True)
+OmegaConf.register_new_resolver("bnrepro_steps_per", steps_per, replace=True)

@@ -63,9 +63,12 @@ GROUPS = {key: _read_options(CONFIGS, key) for per_scale in SWEEPS.values() for 
 
 
 def varied_keys(name: str | None, scale: str | None = None) -> tuple[str, ...]:
-    """The keys experiment `name` sweeps at `scale` (config groups by their name), seed excluded."""
+    """The keys experiment `name` sweeps at `scale` (config groups by their name), seed excluded; scale None:
+    the keys it sweeps at any scale."""
     per_scale = SWEEPS.get(name or "", {})
-    keys = per_scale.get("*", ()) + per_scale.get(scale or "", ())
+    if scale is None:  # unknown scale: every key any scale sweeps
+        return tuple(dict.fromkeys(k for keys in per_scale.values() for k in keys))
+    keys = per_scale.get("*", ()) + per_scale.get(scale, ())
     return tuple(dict.fromkeys(keys))
 
 
@@ -92,15 +95,17 @@ def _same(a, b) -> bool:
 
 
 def option_of(cfg, group: str) -> str | None:
-    """The option of config group `group` whose literal values the config holds (the first, by name); keys
-    the config lacks are not compared, but at least one must be there."""
+    """The option of config group `group` whose literal values the config holds: of those that match, the most
+    specific (the most keys compared; the first by name among equals), so that C7's real_gn_32 is not named by
+    gn, whose two values it also holds. Keys the config lacks are not compared, but at least one must be there."""
     missing = object()
+    best, best_n = None, 0
     for option, leaves in GROUPS.get(group, {}).items():
         found = {key: lookup(cfg, key, missing) for key in leaves}
         present = {key: value for key, value in found.items() if value is not missing}
-        if present and all(_same(value, leaves[key]) for key, value in present.items()):
-            return option
-    return None
+        if len(present) > best_n and all(_same(value, leaves[key]) for key, value in present.items()):
+            best, best_n = option, len(present)
+    return best
 
 
 def _fmt(value) -> str:

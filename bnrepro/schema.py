@@ -173,10 +173,12 @@ class TrainConfig(Group):
     scale_name: str = "cpu"
     variant: Optional[str] = None                # C1's ladder rung
     c8_setting: Optional[str] = None             # score branch: C8's setting label
-    c7_protocol: Optional[str] = None            # C7 arm's protocol: gpu8 (the GN paper's) or ghost batches
+    c7_protocol: Optional[str] = None            # C7 arm's protocol: gpu8 (the GN paper's), real (cpu) or ghost
+    c7_real: Optional[dict[str, float]] = None   # C7 real-batch protocol: examples per run, LR per 256 examples
     base_lr: Optional[float] = Field(None, gt=0)  # the scale's no-BN base rate that C2/C10 multiply
     seeds: Optional[str] = None                  # the scale's seed axis for sweeps ("0,1,2,3,4")
     c14_weight_decays: Optional[str] = None      # C14: the weight decays its sweep compares ("0,0.005")
+    steps_by_data: Optional[dict[str, int]] = None  # cpu: a claim's step budget per embedded dataset (data.name)
     c10_budget: Optional[dict[str, int]] = None  # C10: steps at x1 and the cap of the 1/LR-scaled budget
     c3_fair_init: Optional[dict[str, dict[str, str]]] = None  # C3: each (act, norm) arm's init
     c12_train_steps: Optional[int] = Field(None, ge=1)  # C12: the 100-layer MLP's training steps after the probe

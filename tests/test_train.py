@@ -104,7 +104,7 @@ def test_bn_net_is_ahead_of_no_bn_net_early(tmp_path):
     """Figure 1(a)'s claim at the chosen LR: in the first few hundred steps the BN net is well ahead."""
     accs = {}
     for norm in ("bn", "none"):
-        cfg = compose_cfg("experiment=fig1", f"model.norm={norm}", "trainer.max_steps=300",
+        cfg = compose_cfg("experiment=fig1", "data=digits", f"model.norm={norm}", "trainer.max_steps=300",
                           "trainer.eval_every=100", "trainer.eval_at=null", "logger=none")
         train(cfg, run_dir=tmp_path / norm)
         accs[norm] = [r["test_acc"] for r in read_rows(tmp_path / norm)]

@@ -38,6 +38,13 @@ def test_arm_of_flat_report_configs():
     # a config-group sweep is named by the option whose values the run holds
     assert arm_of({"name": "c7_small_batch", "model.norm": "ghost_bn", "model.ghost_batch": 4}) == "norm_batch=bn_4"
     assert arm_of({"name": "c7_small_batch", "model.norm": "gn", "model.ghost_batch": 0}) == "norm_batch=gn"
+    # C7's real-batch arms (cpu scale) hold gn's two values too: the most specific option names them
+    assert arm_of({"name": "c7_small_batch", "scale_name": "cpu", "c7_protocol": "real", "model.norm": "gn",
+                   "model.ghost_batch": 0, "optim.scale_lr_by_batch": True, "trainer.batch_size": 32}) \
+        == "norm_batch=real_gn_32"
+    assert arm_of({"name": "c7_small_batch", "scale_name": "cpu", "c7_protocol": "real", "model.norm": "bn",
+                   "model.ghost_batch": 0, "optim.scale_lr_by_batch": True, "trainer.batch_size": 2}) \
+        == "norm_batch=real_bn_2"
     assert arm_of({"name": "c1_speed", "variant": "BN-x30", "model.norm": "bn"}) == "ladder=bn_x30"
     assert arm_of({"name": "c7_small_batch", "model.norm": "weird"}) == "norm_batch=other"
     assert arm_of({"name": "default", "model.norm": "bn"}) == "" and arm_of({}) == ""

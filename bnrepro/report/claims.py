@@ -550,9 +550,24 @@ def judge_c7(runs: list[Run]) -> Judged:
     measured = {"degrades": diff(err[("bn", small)], err[("bn", large)]),
                 "gn_holds": diff(err[("bn", small)], err[gn_key])}
     numbers = {"error": {label(n): {str(g): arm_json(v) for (n2, g), v in err.items() if n2 == n}
-                         for n in dict.fromkeys(n for n, _ in err)}, "sizes": sizes, "small": small, "large": large}
+                         for n in dict.fromkeys(n for n, _ in err)}, "sizes": sizes, "small": small, "large": large,
+               "protocol": sorted({str(run.get("c7_protocol") or "ghost") for run in runs})}
+    # the mechanism check (probe mode_gap): training-set accuracy in training mode minus in eval mode, per arm
+    gaps = {k: by_seed(rs, mode_gap) for k, rs in arms.items()}
+    if any(gaps.values()):
+        numbers["mode_gap"] = {label(n): {str(g): arm_json(v, "points") for (n2, g), v in gaps.items() if n2 == n and v}
+                               for n in dict.fromkeys(n for n, _ in gaps)}
+    bn_gap = gaps.get(("bn", small))
     return Judged(measured, numbers, f"BN's error {small} vs {large}: {measured['degrades'].fmt()}; BN - GN at "
-                                     f"{small}: {measured['gn_holds'].fmt()}")
+                                     f"{small}: {measured['gn_holds'].fmt()}"
+                  + (f"; BN's train - eval mode accuracy on training data at {small}: "
+                     f"{arm_json(bn_gap, 'points')['text']}" if bn_gap else ""))
+
+
+def mode_gap(run: Run) -> float | None:
+    """The mode_gap probe's end value (train-mode minus eval-mode accuracy on training data); None if absent."""
+    v = (run.summary.get("end_probes") or {}).get("mode_gap")
+    return None if v is None or run.diverged else float(v)
 
 
 PAPER_C8 = {"samples": "1e3-1e4", "norm_batch": "32-128"}
@@ -777,7 +792,13 @@ def evaluate(claim: Claim, runs: list[Run]) -> Result:
         return result
     result.verdict, result.deciding, result.checks = claim.rule.judge(judged.measured)
     result.numbers, result.ours = judged.numbers, judged.ours
+    result.numbers.setdefault("data", data_of(good))
     return result
+
+
+def data_of(runs: list[Run]) -> str:
+    """The dataset(s) the runs trained on (data.name), for the report's text and the figures' titles."""
+    return ", ".join(sorted({str(run.get("data.name")) for run in runs}))
 
 
 def evaluate_all(runs: list[Run]) -> list[Result]:

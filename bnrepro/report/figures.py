@@ -255,7 +255,7 @@ def c1(result: Result):
     for i, v in enumerate(names):
         row = ladder[v]
         if row["speedup"]:
-            dot(a, i, row["speedup"], 1.0, col=color(v), offset=-0.12, label=None if labelled else "ours (digits)")
+            dot(a, i, row["speedup"], 1.0, col=color(v), offset=-0.12, label=None if labelled else f"ours ({n.get('data', 'digits')})")
             labelled = True
         elif v == "Inception":
             a.plot([i - 0.12], [1.0], "o", color=color(v))
@@ -281,7 +281,7 @@ def c1(result: Result):
     legend(a)
     b = fig.add_subplot(gs[0, 1])
     _arm_dots(b, {v: ladder[v]["score"] for v in names}, ylabel="ours: score, test accuracy (%)", width=13)
-    b.set_title("(b) ours: score (digits)")
+    b.set_title(f"(b) ours: score ({n.get('data', 'digits')})")
     p = fig.add_subplot(gs[0, 2])
     pts = [(i, PAPER_C1["max_acc"][v], PAPER_C1["max_acc"][v], PAPER_C1["max_acc"][v]) for i, v in enumerate(names)
            if v in PAPER_C1["max_acc"]]
@@ -311,7 +311,7 @@ def c2(result: Result):
             norm, lr = _lr(key)
             a.annotate(f"{k}/{n['arms'][key]['n']} diverged", (lr, 0.1), xycoords=("data", "axes fraction"),
                        ha="center", fontsize=style.FONT["tick"], color=color(norm))
-    a.set_title("(a) ours (digits): score per learning rate")
+    a.set_title(f"(a) ours ({n.get('data', 'digits')}): score per learning rate")
     p = fig.add_subplot(gs[0, 1])
     base = [(1, PAPER_C1["max_acc"]["Inception"], "no BN"), (1, PAPER_C1["max_acc"]["BN-Baseline"], "BN"),
             (5, PAPER_C1["max_acc"]["BN-x5"], "BN"), (30, PAPER_C2["bn_x30_acc"], "BN")]
@@ -356,7 +356,7 @@ def c3(result: Result):
                   label=f"paper's ratio: {100 * PAPER_C3['keep']:.1f}% of our ReLU + BN")
         pts.append((0, y, y, y))
     zoom(a, pts, label="ours: score, test accuracy (%)")
-    a.set_title("(a) ours (digits), each arm at its LR chosen on validation")
+    a.set_title(f"(a) ours ({n.get('data', 'digits')}), each arm at its LR chosen on validation")
     legend(a)
     p = fig.add_subplot(gs[0, 1])
     table = [(0, PAPER_C3["sigmoid_bn"], "BN"), (0, PAPER_C3["sigmoid_none_max"], "no BN"),
@@ -475,7 +475,7 @@ def c7(result: Result):
     a.minorticks_off()
     a.set_xlabel("examples per normalization batch (log 2)")
     zoom(a, pts, label="ours: test error (%), 1 - score")
-    a.set_title("(a) ours (digits)")
+    a.set_title(f"(a) ours ({n.get('data', 'digits')})")
     legend(a)
     p = fig.add_subplot(gs[0, 1], sharex=a)
     ppts = []

@@ -70,7 +70,8 @@ def markdown(results: list[Result], figures: dict[str, Path], runs, runs_dir: Pa
     rules = {c.id: c.rule for c in CLAIMS}
     for r in results:
         lines += ["", f"## {r.id}: {r.title}", "",
-                  f"**Verdict: {r.verdict}.** Experiment `{r.experiment}`, {len(r.runs)} runs"
+                  f"**Verdict: {r.verdict}.** Experiment `{r.experiment}`"
+                  + (f" on {r.numbers['data']}" if r.numbers.get("data") else "") + f", {len(r.runs)} runs"
                   f" ({r.failed} failed or interrupted, left out).", "",
                   f"- Paper: {r.paper}", f"- Ours: {r.ours}", f"- Rule: {r.rule}"]
         if r.reason:
