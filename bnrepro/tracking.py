@@ -44,12 +44,14 @@ def wandb_mode() -> str:
 def truncate_rows(path: Path, last_step: int) -> None:
     """Keep only the rows up to last_step: a resumed run continues from its checkpoint, so the rows an
     interrupted run wrote after it would otherwise appear twice (they are logged again as the run replays
-    those steps). A row that does not parse (the torn last line of a run killed mid-write) is dropped."""
+    those steps). A fresh start (last_step 0) keeps none: its step-0 row (the probes' at_start) is logged again.
+    A row that does not parse (the torn last line of a run killed mid-write) is dropped."""
     if not path.exists():
         return
     text = path.read_text()
     rows = [line for line in text.splitlines() if line.strip()]
-    kept = [line for line in rows if (row := _parse(line)) is not None and row.get("step", 0) <= last_step]
+    kept = [line for line in rows if last_step > 0 and (row := _parse(line)) is not None
+            and row.get("step", 0) <= last_step]
     if len(kept) != len(rows) or (text and not text.endswith("\n")):
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(line + "\n" for line in kept))

@@ -216,6 +216,31 @@ def test_a_probe_running_the_model_inside_preserved_changes_nothing(tmp_path, mo
     assert probe.seen["at_start"][0][:2] == (0, (60, 1, 8, 8)) and probe.seen["at_end"][0][0] == 40
 
 
+def test_a_fresh_start_after_a_killed_run_logs_its_step_0_row_once(tmp_path, monkeypatch):
+    """A run killed (SIGKILL) before its first checkpoint left a step-0 row and a later one; the rerun starts
+    fresh and its metrics.jsonl is exactly a first run's: one step-0 row, then the golden rows."""
+    _with_probe(monkeypatch, PassesProbe(guarded=True))
+    name = "mlp_noisy_bn"
+    cfg = compose_cfg(*COMMON, *RUNS[name])
+    real_log = Tracker.log
+
+    def log_then_die(self, row):  # the step-20 row is written, then the process dies before its checkpoint
+        real_log(self, row)
+        if row["step"] == 20:
+            raise SystemExit("killed")
+
+    monkeypatch.setattr(Tracker, "log", log_then_die)
+    with pytest.raises(SystemExit):
+        train(cfg, run_dir=tmp_path)
+    assert [r["step"] for r in _rows(tmp_path)] == [0, 20] and not (tmp_path / "checkpoints" / "last.pt").exists()
+    monkeypatch.setattr(Tracker, "log", real_log)
+    train(cfg, run_dir=tmp_path)
+    rows = _rows(tmp_path)
+    assert [r["step"] for r in rows].count(0) == 1
+    want = json.loads((GOLDEN / f"{name}.json").read_text())
+    assert [{k: v for k, v in r.items() if k != "passes_loss"} for r in rows[1:]] == want["rows"]
+
+
 def test_a_probe_running_the_model_unguarded_would_be_caught(tmp_path, monkeypatch):
     _with_probe(monkeypatch, PassesProbe(guarded=False))
     name = "mlp_noisy_bn"
