@@ -21,26 +21,20 @@ import torch
 from torch import nn
 
 from bnrepro.probes import LoopProbe, StepView, preserved, register
+from bnrepro.probes.grad_norms import weight_layers  # the conv/linear weights, in module order
 
 PREFIX = "init_grad_norm_"
-LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def weighted_layers(model: nn.Module) -> list[nn.Module]:
-    """The conv and linear layers in registration order (the forward order of the Sequential families)."""
-    return [m for m in model.modules() if isinstance(m, LAYERS)]
 
 
 def layer_gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn) -> list[float]:
     """||dL/dW|| of each conv/linear weight after one forward/backward of (x, y); the model is left as it was."""
-    layers = weighted_layers(model)
+    weights = weight_layers(model)
     with preserved(model):
         model.train()
         for p in model.parameters():
             p.grad = None
         loss_fn(model(x), y).backward()
-        return [float(m.weight.grad.detach().float().norm()) if m.weight.grad is not None else math.nan
-                for m in layers]
+        return [float(w.grad.detach().float().norm()) if w.grad is not None else math.nan for w in weights]
 
 
 def growth_rate(norms, groups) -> tuple[float, int]:
@@ -70,7 +64,7 @@ def growth_rate(norms, groups) -> tuple[float, int]:
 
 class InitGradients(LoopProbe):
     def __init__(self, model: nn.Module):
-        self.shapes = [tuple(m.weight.shape) for m in weighted_layers(model)]
+        self.shapes = [tuple(w.shape) for w in weight_layers(model)]
 
     def at_start(self, view: StepView) -> dict:
         # in fp32 even where training runs in bf16: the norms span orders of magnitude over 100 layers
