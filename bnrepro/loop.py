@@ -65,12 +65,6 @@ def git_rev() -> str:
         return "unknown"
 
 
-# Models that `trainer.channels_last=auto` keeps in NCHW on CUDA: on an H200 (results/bench/gpu.md) BN-Inception's
-# separable stem got a weight gradient 76% off between NCHW and channels_last, while the ResNets agreed; until a GPU
-# run of tests/test_cuda.py (both layouts against a float64 CPU reference) says which is wrong, take no chance.
-NCHW_ON_CUDA = ("inception_bn", "inception")
-
-
 class Speed:
     """The GPU speed path (bf16 autocast, channels_last) as one object the step and evaluation share."""
 
@@ -79,8 +73,7 @@ class Speed:
         precision = t.get("precision", "auto")
         self.bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
         layout = t.get("channels_last", "auto")
-        auto = device.type == "cuda" and cfg.model.name not in NCHW_ON_CUDA
-        self.channels_last = len(in_shape) == 3 and (layout is True or (layout == "auto" and auto))
+        self.channels_last = len(in_shape) == 3 and (layout is True or (layout == "auto" and device.type == "cuda"))
         self.device_type = device.type
 
     def autocast(self):

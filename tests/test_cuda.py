@@ -97,13 +97,14 @@ def test_trainer_on_cuda_uses_bf16_and_channels_last(cifar_root):
 
 @pytest.mark.parametrize("name,shape,kw", [("resnet_cifar", (3, 32, 32), {"depth": 20}),
                                            ("inception_bn", (3, 32, 32), {"width_mult": 0.25}),
+                                           ("inception", (3, 32, 32), {"width_mult": 0.25, "dropout": 0.0}),
                                            ("resnet", (3, 64, 64), {"arch": "resnet18"})])
 def test_channels_last_equals_contiguous(name, shape, kw, fp32_exact):
     net = model(name, shape, **kw).to(DEV)
     cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
     x, y = torch.randn(16, *shape, device=DEV), torch.randint(0, 10, (16,), device=DEV)
-    # both GPU layouts against a float64 CPU reference, so a failure says which layout is wrong (the first
-    # H200 run found BN-Inception's separable stem gradient 76% off between the two, and could not tell)
+    # both GPU layouts against a float64 CPU reference, so a failure says which layout is wrong (the H200 runs of
+    # gpu.md found BN-Inception's gradients 76% off between the two: torch's padded avg-pool NHWC backward)
     ref = copy.deepcopy(net).cpu().double()
     out_ref, grads_ref = fwd_bwd(ref, x.cpu().double(), y.cpu())
     to_cpu = lambda grads: {n: g.cpu().double() for n, g in grads.items()}
@@ -117,6 +118,25 @@ def test_channels_last_equals_contiguous(name, shape, kw, fp32_exact):
             raise AssertionError(f"{layout} vs float64 CPU reference: {e}") from None
     with torch.autocast("cuda", dtype=torch.bfloat16):  # and the speed path itself runs, finite
         assert torch.isfinite(cl(x.contiguous(memory_format=torch.channels_last))).all()
+
+
+def test_padded_avg_pool_gradient_in_channels_last():
+    """BN-Inception's pool branches (AvgPool2dNCHW) give the right input gradient on a channels_last CUDA
+    tensor, where torch's own NHWC kernel forgot the padding offset (pytorch/pytorch#188344; torch 2.11 on the
+    H200 of gpu.md)."""
+    from bnrepro.models.inception import AvgPool2dNCHW
+
+    x = torch.randn(2, 8, 7, 7, device=DEV, dtype=torch.float64)
+    grad_out = torch.randn(2, 8, 7, 7, device=DEV, dtype=torch.float64)
+    grads = {}
+    for layout, t in {"NCHW": x, "channels_last": x.contiguous(memory_format=torch.channels_last)}.items():
+        t = t.detach().requires_grad_()
+        AvgPool2dNCHW(3, 1, 1, count_include_pad=False)(t).backward(grad_out)
+        grads[layout] = t.grad
+    ref = x.cpu().requires_grad_()
+    F.avg_pool2d(ref, 3, 1, 1, count_include_pad=False).backward(grad_out.cpu())
+    for layout, g in grads.items():
+        torch.testing.assert_close(g.cpu(), ref.grad, msg=lambda m: f"{layout}: {m}")
 
 
 def test_sync_batchnorm_in_a_one_process_nccl_group(tmp_path, monkeypatch, fp32_exact):

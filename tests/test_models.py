@@ -1,4 +1,5 @@
 """Every model family with every norm: golden sizes, gradients, the norm/bias rule, activations, bad config."""
+import copy
 from pathlib import Path
 
 import pytest
@@ -131,11 +132,35 @@ def test_bn_inception_follows_fig5():
                        "inception_4b": 576, "inception_4c": 608, "inception_4d": 608, "inception_4e": 1056,
                        "inception_5a": 1024, "inception_5b": 1024}
     assert isinstance(model.inception_3c.branches[-1], nn.MaxPool2d)  # pass-through: 160 + 96 + the input's 320
-    pools = [type(m.branches[-1][0] if isinstance(m.branches[-1], nn.Sequential) else m.branches[-1]).__name__
-             for name, m in model.named_children() if name.startswith("inception_")]
-    assert pools == ["AvgPool2d", "AvgPool2d", "MaxPool2d"] + ["AvgPool2d"] * 4 + ["MaxPool2d", "AvgPool2d",
-                                                                                   "MaxPool2d"]
+    pools = ["avg" if isinstance(p, nn.AvgPool2d) else "max" if isinstance(p, nn.MaxPool2d) else "?"
+             for p in (m.branches[-1][0] if isinstance(m.branches[-1], nn.Sequential) else m.branches[-1]
+                       for name, m in model.named_children() if name.startswith("inception_"))]
+    assert pools == ["avg", "avg", "max"] + ["avg"] * 4 + ["max", "avg", "max"]
     assert not [m for m in model.modules() if isinstance(m, (nn.LocalResponseNorm, nn.Dropout))]
+
+
+def test_padded_avg_pools_run_in_nchw_and_hand_back_channels_last(monkeypatch):
+    """BN-Inception's pool branches call avg_pool2d on an NCHW tensor whatever the net's layout (CUDA's
+    channels_last backward of a padded avg pool is wrong: pytorch/pytorch#188344), and hand channels_last back;
+    gradients equal the NCHW net's (float64, where summation order is no excuse)."""
+    import torch.nn.functional as F
+
+    seen, avg_pool2d = [], F.avg_pool2d
+    monkeypatch.setattr(F, "avg_pool2d", lambda x, *a, **k: seen.append(x.is_contiguous()) or avg_pool2d(x, *a, **k))
+    torch.manual_seed(0)
+    net = build_model({"name": "inception_bn", "width_mult": 0.25}, (3, 32, 32), 10).double()
+    cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    x, y = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (4,))
+    pool = net.inception_3a.branches[-1][0]
+    out = pool(x[:, :, :8, :8].contiguous(memory_format=torch.channels_last))
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    seen.clear()
+    grads = []
+    for model, inp in ((net, x), (cl, x.contiguous(memory_format=torch.channels_last))):
+        nn.functional.cross_entropy(model(inp), y).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert len(seen) == 2 * 7 and all(seen)  # 7 avg-pool branches in Fig. 5, in each layout
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-9, atol=1e-12)
 
 
 def test_inception_baseline_has_5x5_lrn_and_dropout():

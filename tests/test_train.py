@@ -224,14 +224,14 @@ def test_training_mode_probe_sees_the_noise(tmp_path, norm, shift):
     assert (gap > 0.5) == (shift > 0)
 
 
-def test_channels_last_auto_on_cuda_except_bn_inception():
-    """`auto` picks channels_last for conv nets on CUDA, but keeps BN-Inception in NCHW (gpu.md's finding);
-    decided from the config alone, so it is checked here without a GPU."""
+def test_channels_last_auto_on_cuda_for_every_conv_net():
+    """`auto` picks channels_last for conv nets on CUDA (BN-Inception too: its padded avg pools run in NCHW,
+    test_models), never on the CPU or for flat inputs; decided from the config alone, so checked without a GPU."""
     from bnrepro.loop import Speed
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert Speed(compose_cfg("model=resnet_cifar"), cuda, (3, 32, 32)).channels_last
-    assert not Speed(compose_cfg("model=inception_bn"), cuda, (3, 32, 32)).channels_last
-    assert Speed(compose_cfg("model=inception_bn", "trainer.channels_last=true"), cuda, (3, 32, 32)).channels_last
+    for model in ("resnet_cifar", "inception_bn", "inception"):
+        assert Speed(compose_cfg(f"model={model}"), cuda, (3, 32, 32)).channels_last
+    assert not Speed(compose_cfg("model=inception_bn", "trainer.channels_last=false"), cuda, (3, 32, 32)).channels_last
     assert not Speed(compose_cfg("model=resnet_cifar"), cpu, (3, 32, 32)).channels_last
     assert not Speed(compose_cfg("model=mlp"), cuda, (64,)).channels_last

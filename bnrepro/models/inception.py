@@ -50,6 +50,19 @@ GOOGLENET = (
 STEMS = ("auto", "imagenet", "cifar", "digits")
 
 
+class AvgPool2dNCHW(nn.AvgPool2d):
+    """A padded average pool that runs in NCHW. CUDA's channels_last backward of a padded avg_pool2d returns wrong
+    input gradients (pytorch/pytorch#188344: the NHWC kernel forgets the padding offset; fixed upstream by #188345,
+    July 2026). The torch 2.11 of our H200 check has it: BN-Inception's gradients below its first pool branch were
+    76% off in channels_last while the ResNets (no padded avg pool) agreed. The copy back keeps the rest of the net
+    in the caller's layout; in NCHW this is the plain pool."""
+
+    def forward(self, x):
+        if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+            return super().forward(x)
+        return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
+
+
 class InceptionModule(nn.Module):
     def __init__(self, cin: int, row: Row, double_3x3: bool, norm: Norm, act: str):
         super().__init__()
@@ -65,7 +78,7 @@ class InceptionModule(nn.Module):
         wide = ([unit(row.nwide_reduce, row.nwide, 3), unit(row.nwide, row.nwide, 3, s)] if double_3x3
                 else [unit(row.nwide_reduce, row.nwide, 5, s)])
         self.branches.append(nn.Sequential(unit(cin, row.nwide_reduce, 1), *wide))
-        pool = (nn.AvgPool2d(3, s, 1, count_include_pad=False) if row.pool == "avg" else nn.MaxPool2d(3, s, 1))
+        pool = (AvgPool2dNCHW(3, s, 1, count_include_pad=False) if row.pool == "avg" else nn.MaxPool2d(3, s, 1))
         self.branches.append(nn.Sequential(pool, unit(cin, row.proj, 1)) if row.proj else pool)
         self.out_channels = row.n1x1 + row.n3x3 + row.nwide + (row.proj or cin)
 
