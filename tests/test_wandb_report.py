@@ -180,7 +180,7 @@ def test_the_wr_report_is_built_and_validated_offline(results):
     assert len(grids) == len(results) + len(FIGURES)
     assert all(rs.entity == "" and rs.project == "" for g in grids for rs in g.runsets)  # offline: no lookup
     c7 = grids[6]
-    assert [type(p) for p in c7.panels] == [wr.ScatterPlot, wr.BarPlot, wr.LinePlot]
+    assert [type(p) for p in c7.panels] == [wr.ScatterPlot, wr.BarPlot, wr.BarPlot, wr.LinePlot]
     assert c7.panels[0].x == wr.Config("model.ghost_batch") and c7.panels[0].y == wr.SummaryMetric("final_acc")
     model = validate(report)  # W&B's view model, as save() would send it
     blocks = [b for b in model["spec"]["blocks"] if b["type"] == "panel-grid"]
@@ -193,6 +193,43 @@ def test_the_wr_report_is_built_and_validated_offline(results):
     assert panels[0]["config"]["metrics"] == ["test_acc"] and panels[0]["config"]["groupBy"] == "jobType"
     scatter = blocks[6]["metadata"]["panelBankSectionConfig"]["panels"][0]["config"]
     assert scatter["xAxis"] == "config:model.value.ghost_batch" and scatter["yAxis"] == "summary:final_acc"
+
+
+def test_c7_panels_follow_the_protocol_of_its_runs():
+    """The scatter's x is the examples per normalization batch: the real batch in the GN paper's protocol (the cpu
+    scale's real_* arms), the ghost batch in the ghost protocol; both show the mode gap from end_probes."""
+    real = FakeResult("C7", "small batches", "c7_small_batch", runs=fake_runs(
+        "c7_small_batch", [{"c7_protocol": "real", "model.norm": n, "trainer.batch_size": b}
+                           for n in ("bn", "gn") for b in (2, 32)]))
+    ghost = FakeResult("C7", "small batches", "c7_small_batch",
+                       runs=fake_runs("c7_small_batch", [{"model.norm": "ghost_bn", "model.ghost_batch": 2}]))
+    for result, x in ((real, "trainer.batch_size"), (ghost, "model.ghost_batch")):
+        (grid, *_) = [b for b in report_spec([result], {}, scale="cpu")["blocks"] if b["type"] == "PanelGrid"]
+        scatter, _, gap, _ = grid["panels"]
+        assert scatter["x"] == {"config": x} and gap["metrics"] == [{"summary": "end_probes.mode_gap"}]
+        built = build_report(report_spec([result], {}, scale="cpu"))
+        (panel, *_) = [b for b in built.blocks if isinstance(b, wr.PanelGrid)][0].panels
+        assert panel.x == wr.Config(x)
+
+
+def test_why_claims_get_panels_of_what_their_probes_log():
+    """C12-C15 do not get the default accuracy panels alone: each shows the keys its probes write (a step-0 or
+    per-evaluation history key, or a nested end_probes summary key), and W&B's view model accepts them."""
+    ids = {"C12": "c12_init_gradients", "C13": "c13_decoupling", "C14": "c14_scale_invariance", "C15": "c15_folding"}
+    results = [FakeResult(cid, cid, exp, runs=fake_runs(exp, [{"model.norm": "bn"}])) for cid, exp in ids.items()]
+    spec = report_spec(results, {}, scale="cpu")
+    keys = {}
+    for r in results:
+        (grid,) = [b for b in sections(spec)[f"{r.id}: {r.title}"] if b["type"] == "PanelGrid"]
+        keys[r.id] = {str(k) for p in grid["panels"] for k in p.get("y", []) + [m["summary"] for m in
+                                                                                 p.get("metrics", [])]}
+    assert "init_grad_growth" in keys["C12"] and "train_loss" in keys["C13"]
+    assert {"wnorm_0", "eff_lr_0", "end_probes.si_out_max", "end_probes.si_grad_max"} <= keys["C14"]
+    assert {"end_probes.fold_max_rel_diff", "end_probes.fold_disagree", "end_probes.fold_speedup"} == keys["C15"]
+    model = validate(build_report(spec))
+    bars = [p["config"] for b in model["spec"]["blocks"] if b["type"] == "panel-grid"
+            for p in b["metadata"]["panelBankSectionConfig"]["panels"] if p["viewType"] == "Bar Chart"]
+    assert any("end_probes.fold_max_rel_diff" in json.dumps(c) for c in bars)
 
 
 def test_a_spec_of_another_format_is_refused(results):

@@ -9,6 +9,8 @@ from collections import OrderedDict
 from typing import NamedTuple
 
 import torch
+import torch.fx
+import torch.nn.functional as F
 from torch import nn
 
 from bnrepro import ConfigError
@@ -50,6 +52,16 @@ GOOGLENET = (
 STEMS = ("auto", "imagenet", "cifar", "digits")
 
 
+def avg_pool2d_in_nchw(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        return F.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    return F.avg_pool2d(x.contiguous(), kernel_size, stride, padding, ceil_mode, count_include_pad,
+                        divisor_override).contiguous(memory_format=torch.channels_last)
+
+
+torch.fx.wrap("avg_pool2d_in_nchw")  # one opaque call to torch.fx tracers (fold_bn's): they cannot branch on layout
+
+
 class AvgPool2dNCHW(nn.AvgPool2d):
     """A padded average pool that runs in NCHW. CUDA's channels_last backward of a padded avg_pool2d returns wrong
     input gradients (pytorch/pytorch#188344: the NHWC kernel forgets the padding offset; fixed upstream by #188345,
@@ -58,9 +70,8 @@ class AvgPool2dNCHW(nn.AvgPool2d):
     in the caller's layout; in NCHW this is the plain pool."""
 
     def forward(self, x):
-        if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
-            return super().forward(x)
-        return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
+        return avg_pool2d_in_nchw(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                                  self.count_include_pad, self.divisor_override)
 
 
 class InceptionModule(nn.Module):
