@@ -65,9 +65,9 @@ torch.fx.wrap("avg_pool2d_in_nchw")  # one opaque call to torch.fx tracers (fold
 class AvgPool2dNCHW(nn.AvgPool2d):
     """A padded average pool that runs in NCHW. CUDA's channels_last backward of a padded avg_pool2d returns wrong
     input gradients (pytorch/pytorch#188344: the NHWC kernel forgets the padding offset; fixed upstream by #188345,
-    July 2026). The torch 2.11 of our H200 check has it: BN-Inception's gradients below its first pool branch were
-    76% off in channels_last while the ResNets (no padded avg pool) agreed. The copy back keeps the rest of the net
-    in the caller's layout; in NCHW this is the plain pool."""
+    July 2026). The torch 2.11 of our H200 check predates the fix, and there BN-Inception's gradients below its
+    first pool branch were 76% off in channels_last while the ResNets (no padded avg pool) agreed. The copy back
+    keeps the rest of the net in the caller's layout; in NCHW this is the plain pool."""
 
     def forward(self, x):
         return avg_pool2d_in_nchw(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
