@@ -30,7 +30,7 @@ import bnrepro
 from bnrepro import distributed as dist
 from bnrepro.checkpoint import load_any, rng_state, save_checkpoint, set_rng_state
 from bnrepro.data import load_data, per_rank
-from bnrepro.models import build_model, count_params
+from bnrepro.models import build_model, count_params, to_channels_last
 from bnrepro.norm import convert_sync_bn, validate_batch
 from bnrepro.optim import build_optimizer, build_schedule
 from bnrepro import probes as probe_registry
@@ -330,7 +330,7 @@ def build_run(cfg, run_dir: Path, config_hash: str | None, resources: Resources 
     validate_batch(model, per_rank(t.batch_size, world))
     speed = Speed(cfg, device, data.in_shape)
     if speed.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = to_channels_last(model)
     optimizer = build_optimizer(cfg.optim, model, t.batch_size)
     scheduler = build_schedule(cfg.schedule, optimizer, t.max_steps)
     loader = data.train_batches(t.batch_size, cfg.seed, rank, world)

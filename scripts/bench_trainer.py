@@ -25,7 +25,7 @@ from hydra import compose, initialize_config_dir
 
 from bnrepro.data import load_data
 from bnrepro.loop import Speed, pick_device
-from bnrepro.models import build_model
+from bnrepro.models import build_model, to_channels_last
 from bnrepro.train import train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -67,7 +67,7 @@ def bare_step_s(cfg, steps) -> float:
     model = build_model(cfg.model, data.in_shape, data.num_classes).to(device)
     speed = Speed(cfg, device, data.in_shape)  # the same precision and layout choices as the trainer
     if speed.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = to_channels_last(model)
     # the same update as the trainer's (bnrepro.optim: multi-tensor SGD), written out in plain torch
     opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum, foreach=True)
     g = torch.Generator().manual_seed(0)

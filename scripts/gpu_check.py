@@ -157,9 +157,11 @@ def synthetic_rate(model, batch: int, shape, classes: int, device, *, bf16: bool
     import torch
     import torch.nn.functional as F
 
+    from bnrepro.models import to_channels_last
+
     model = model.to(device)
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = to_channels_last(model)  # as the trainer does it
     fwd = torch.compile(model) if compiled else model
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, foreach=True)
     x = torch.randn(batch, *shape, device=device)
@@ -322,12 +324,12 @@ def part_pworker(args) -> None:
     import torch
     import torch.nn.functional as F
 
-    from bnrepro.models import build_model
+    from bnrepro.models import build_model, to_channels_last
 
     torch.backends.cudnn.benchmark = True
     device = torch.device("cuda")
     model = build_model(model_defaults({"name": "resnet_cifar", "depth": 20}), (3, 32, 32), 10).to(device)
-    model = model.to(memory_format=torch.channels_last)
+    model = to_channels_last(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, foreach=True)
     x = torch.randn(128, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (128,), device=device)
@@ -453,6 +455,8 @@ def render(info: dict, results: dict) -> str:
          f"Device: **{info.get('device', '?')}**; torch {info.get('torch', '?')}, CUDA {info.get('cuda', '?')}, "
          f"cuDNN {info.get('cudnn', '?')}; Python {info.get('python', '?')}; {info.get('cpus', '?')} CPU cores; "
          f"written {info.get('date', '?')} by `python scripts/gpu_check.py` (budget {info.get('budget', '?')} s).", ""]
+    if info.get("cl_avg_pool"):
+        L += [f"torch's channels_last backward of a padded average pool on this device: {info['cl_avg_pool']}.", ""]
     status = results.get("status", {})
     L += ["## Parts", "", "| part | status | seconds |", "|---|---|---|"]
     for part in ("tests", "throughput", "suite", "parallel", "count"):
@@ -614,7 +618,20 @@ def device_info(budget) -> dict:
             "torch": torch.__version__, "cuda": torch.version.cuda or "none",
             "cudnn": torch.backends.cudnn.version() if cuda else "n/a", "python": platform.python_version(),
             "cpus": len(os.sched_getaffinity(0)), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "budget": budget}
+            "budget": budget, "cl_avg_pool": cl_avg_pool_verdict() if cuda else None}
+
+
+def cl_avg_pool_verdict() -> str:
+    """Whether this torch's CUDA channels_last backward of a padded average pool is right (pytorch/pytorch#188344),
+    which decides whether BN-Inception's pool branches run in NCHW (bnrepro/models/inception.py)."""
+    try:
+        from bnrepro.models.inception import channels_last_avg_pool_is_right
+
+        right = channels_last_avg_pool_is_right("cuda")
+    except Exception as e:  # noqa: BLE001 - a line of the report, never the end of the check
+        return f"not checked ({type(e).__name__}: {e})"
+    return ("**right** (BN-Inception's padded average pools use it)" if right else
+            "**wrong**, as in pytorch/pytorch#188344 (BN-Inception's padded average pools run in NCHW)")
 
 
 def main(argv=None) -> int:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from bnrepro.data import TensorLoader, crop_flip
-from bnrepro.models import build_model, model_config
+from bnrepro.models import build_model, model_config, to_channels_last
 from bnrepro.tracking import Tracker
 from bnrepro.train import train
 from conftest import ROOT, compose_cfg
@@ -101,7 +101,7 @@ def test_trainer_on_cuda_uses_bf16_and_channels_last(cifar_root):
                                            ("resnet", (3, 64, 64), {"arch": "resnet18"})])
 def test_channels_last_equals_contiguous(name, shape, kw, fp32_exact):
     net = model(name, shape, **kw).to(DEV)
-    cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    cl = to_channels_last(copy.deepcopy(net))  # as the trainer converts it
     x, y = torch.randn(16, *shape, device=DEV), torch.randint(0, 10, (16,), device=DEV)
     # both GPU layouts against a float64 CPU reference, so a failure says which layout is wrong (the H200 runs of
     # gpu.md found BN-Inception's gradients 76% off between the two: torch's padded avg-pool NHWC backward)
@@ -121,9 +121,9 @@ def test_channels_last_equals_contiguous(name, shape, kw, fp32_exact):
 
 
 def test_padded_avg_pool_gradient_in_channels_last():
-    """BN-Inception's pool branches (AvgPool2dNCHW) give the right input gradient on a channels_last CUDA
-    tensor, where torch's own NHWC kernel forgot the padding offset (pytorch/pytorch#188344; torch 2.11 on the
-    H200 of gpu.md)."""
+    """BN-Inception's pool branches (AvgPool2dNCHW, routed through NCHW: its default) give the right input
+    gradient on a channels_last CUDA tensor, where torch's own NHWC kernel forgot the padding offset
+    (pytorch/pytorch#188344; the torch 2.11 of gpu.md's H200 predates the fix)."""
     from bnrepro.models.inception import AvgPool2dNCHW
 
     x = torch.randn(2, 8, 7, 7, device=DEV, dtype=torch.float64)

@@ -64,7 +64,7 @@ def test_estimate_extrapolates_measured_runs_and_falls_back():
 
 def test_render_writes_every_section_with_the_device_named():
     info = {"device": "NVIDIA H100 80GB HBM3", "torch": "2.11.0", "cuda": "13.0", "cudnn": 91000, "python": "3.12.3",
-            "cpus": 16, "date": "2026-11-26 00:00 UTC", "budget": 330}
+            "cpus": 16, "date": "2026-11-26 00:00 UTC", "budget": 330, "cl_avg_pool": "**wrong**, as in #188344"}
     results = {
         "status": {"tests": {"status": "ok", "seconds": 50.0}, "throughput": {"status": "cut", "seconds": 85.0}},
         "tests": "tests/test_cuda.py::test_gpu_crop_flip_equals_cpu PASSED\n1 passed",
@@ -87,7 +87,8 @@ def test_render_writes_every_section_with_the_device_named():
                  "**1.11x**", "failed: resnet50 compiled", "NVIDIA DeepLearningExamples", "3,000 img/s (resnet50",
                  "| c2_lr | 1 | completed | 12.0 | 4.0 | 4.0 |", "| 1 | 20,000 | 20,000 | 1.00x |",
                  "| 2 | not run (budget) |", "**2.5 GPU-hours** for 18 runs", "| suite | pending | 0 |",
-                 "test_gpu_crop_flip_equals_cpu PASSED"):
+                 "test_gpu_crop_flip_equals_cpu PASSED",
+                 "channels_last backward of a padded average pool on this device: **wrong**, as in #188344."):
         assert text in md, text
     assert gc.render(info, {}).count("not run") >= 2  # nothing measured yet: still a complete page
 

@@ -163,6 +163,39 @@ def test_padded_avg_pools_run_in_nchw_and_hand_back_channels_last(monkeypatch):
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-9, atol=1e-12)
 
 
+def test_to_channels_last_keeps_the_nchw_route_only_where_the_kernel_is_wrong(monkeypatch):
+    """to_channels_last (the trainer's conversion) checks the device's channels_last padded avg-pool backward once:
+    right (this CPU) -> BN-Inception's pools use it directly; wrong (pytorch/pytorch#188344 on CUDA) -> they keep
+    the NCHW route. The check draws no random numbers, so a run's numbers do not depend on whether it ran."""
+    import torch.nn.functional as F
+
+    from bnrepro.models import inception, to_channels_last
+
+    inception.channels_last_avg_pool_is_right.cache_clear()
+    rng = torch.get_rng_state()
+    assert inception.channels_last_avg_pool_is_right("cpu")
+    assert torch.equal(torch.get_rng_state(), rng)
+
+    def pools(net):
+        return [m for m in net.modules() if isinstance(m, inception.AvgPool2dNCHW)]
+
+    seen, avg_pool2d = [], F.avg_pool2d
+    monkeypatch.setattr(F, "avg_pool2d", lambda x, *a, **k: seen.append(x.is_contiguous()) or avg_pool2d(x, *a, **k))
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    net = to_channels_last(build_model({"name": "inception_bn", "width_mult": 0.25}, (3, 32, 32), 10))
+    assert len(pools(net)) == 7 and not any(p.via_nchw for p in pools(net))
+    net(x)
+    assert seen == [False] * 7  # channels_last straight into torch's kernel
+    monkeypatch.setattr(inception, "channels_last_avg_pool_is_right", lambda device_type: False)
+    net = to_channels_last(build_model({"name": "inception_bn", "width_mult": 0.25}, (3, 32, 32), 10))
+    assert all(p.via_nchw for p in pools(net))
+    seen.clear()
+    net(x)
+    assert seen == [True] * 7
+    resnet = build_model({"name": "resnet_cifar", "depth": 8}, (3, 32, 32), 10)
+    assert next(to_channels_last(resnet).parameters()).is_contiguous(memory_format=torch.channels_last)
+
+
 def test_inception_baseline_has_5x5_lrn_and_dropout():
     model = build_model({"name": "inception"}, (3, 224, 224), 1000)
     kernels = {m.kernel_size for m in model.modules() if isinstance(m, nn.Conv2d)}

@@ -5,6 +5,7 @@ import inspect
 from pathlib import Path
 
 from hydra.utils import get_class
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -39,6 +40,20 @@ def model_config(name: str) -> dict:
     own = OmegaConf.load(CONFIGS / f"{name}.yaml")
     own.pop("defaults")
     return OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(CONFIGS / "norm" / "default.yaml"), own))
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """The model in channels_last layout (the GPU speed path), BN-Inception's padded average pools through NCHW
+    only where the device's own channels_last kernel is wrong (inception.AvgPool2dNCHW)."""
+    from bnrepro.models.inception import AvgPool2dNCHW, channels_last_avg_pool_is_right
+
+    model = model.to(memory_format=torch.channels_last)
+    pools = [m for m in model.modules() if isinstance(m, AvgPool2dNCHW)]
+    if pools:
+        right = channels_last_avg_pool_is_right(next(model.parameters()).device.type)
+        for pool in pools:
+            pool.via_nchw = not right
+    return model
 
 
 def build_model(cfg: DictConfig | dict, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:

@@ -5,6 +5,7 @@ input scale (imagenet 224x224, cifar 32x32, digits 8x8), `width_mult` thins ever
 """
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from typing import NamedTuple
 
@@ -63,15 +64,36 @@ torch.fx.wrap("avg_pool2d_in_nchw")  # one opaque call to torch.fx tracers (fold
 
 
 class AvgPool2dNCHW(nn.AvgPool2d):
-    """A padded average pool that runs in NCHW. CUDA's channels_last backward of a padded avg_pool2d returns wrong
-    input gradients (pytorch/pytorch#188344: the NHWC kernel forgets the padding offset; fixed upstream by #188345,
-    July 2026). The torch 2.11 of our H200 check predates the fix, and there BN-Inception's gradients below its
-    first pool branch were 76% off in channels_last while the ResNets (no padded avg pool) agreed. The copy back
-    keeps the rest of the net in the caller's layout; in NCHW this is the plain pool."""
+    """A padded average pool that runs in NCHW while `via_nchw` is set. CUDA's channels_last backward of a padded
+    avg_pool2d returned wrong input gradients (pytorch/pytorch#188344: the NHWC kernel forgot the padding offset;
+    fixed upstream by #188345, July 2026). The torch 2.11 of our H200 check predates the fix, and there
+    BN-Inception's gradients below its first pool branch were 76% off in channels_last while the ResNets (no padded
+    avg pool) agreed. The copies in and out cost time (a BN-Inception step on the CPU: 1.38x NCHW's speed in
+    channels_last, 1.21x through this route; results/bench/channels_last.md), so `to_channels_last` clears
+    `via_nchw` where this torch's own kernel is right; set, it is right on every torch."""
+
+    via_nchw = True
 
     def forward(self, x):
+        if not self.via_nchw:
+            return super().forward(x)
         return avg_pool2d_in_nchw(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                                   self.count_include_pad, self.divisor_override)
+
+
+@functools.cache
+def channels_last_avg_pool_is_right(device_type: str) -> bool:
+    """Whether this torch's channels_last backward of a padded average pool gives NCHW's gradient on a device
+    type: one tiny pass each way, on fixed numbers (no RNG drawn, so a run's numbers do not depend on it)."""
+    x = torch.arange(2 * 5 * 5, dtype=torch.float64, device=device_type).reshape(1, 2, 5, 5)
+    grad_out = torch.cos(x)
+    grads = []
+    with torch.enable_grad():
+        for t in (x, x.contiguous(memory_format=torch.channels_last)):
+            t = t.detach().requires_grad_()
+            F.avg_pool2d(t, 3, 1, 1, count_include_pad=False).backward(grad_out)
+            grads.append(t.grad)
+    return torch.allclose(*grads)
 
 
 class InceptionModule(nn.Module):
