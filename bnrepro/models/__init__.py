@@ -4,8 +4,8 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from hydra.utils import get_class
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
