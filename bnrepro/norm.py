@@ -111,8 +111,11 @@ class GhostBatchNorm(_AnyDimBatchNorm):
         k, g, _ = _sub_batches(x, ghost)
         c = x.shape[1]
         side_by_side = x.reshape(k, g, c, -1).transpose(0, 1).reshape(g, k * c, -1)
-        mean = torch.zeros(k * c, device=x.device, dtype=x.dtype)
-        var = torch.ones(k * c, device=x.device, dtype=x.dtype)
+        # statistics in fp32 at least, as torch's BN keeps them under autocast: the kernels refuse bf16 statistics
+        # beside fp32 weights (both CPU and CUDA; every ghost-BN arm of C7 failed under bf16 before)
+        stats = torch.promote_types(x.dtype, torch.float32)
+        mean = torch.zeros(k * c, device=x.device, dtype=stats)
+        var = torch.ones(k * c, device=x.device, dtype=stats)
         y = F.batch_norm(side_by_side, mean, var, weight, bias, True, 1.0, self.eps)
         y = y.reshape(g, k, c, -1).transpose(0, 1).reshape(x.shape)
         return y, mean.view(k, c), var.view(k, c)
@@ -120,9 +123,8 @@ class GhostBatchNorm(_AnyDimBatchNorm):
     @torch.no_grad()
     def _update_running(self, mean, unbiased_var):
         factor = self._average_factor()
-        # under bf16 autocast the kernel's statistics come out in bf16; the running buffers stay fp32
-        self.running_mean.lerp_(mean.mean(0).to(self.running_mean.dtype), factor)
-        self.running_var.lerp_(unbiased_var.mean(0).to(self.running_var.dtype), factor)
+        self.running_mean.lerp_(mean.mean(0), factor)
+        self.running_var.lerp_(unbiased_var.mean(0), factor)
 
 
 def _ramp(step: float, start: float, end: float) -> float:
@@ -170,7 +172,8 @@ class BatchRenorm(GhostBatchNorm):
             scale, shift = scale * r, shift + self.weight * d
             self._update_running(mean, var)
         per_sub_batch = x_hat.reshape(k, -1, c, x[0, 0].numel())
-        return (per_sub_batch * scale[:, None, :, None] + shift[:, None, :, None]).reshape(x.shape)
+        y = per_sub_batch * scale[:, None, :, None] + shift[:, None, :, None]  # fp32 parameters promote a bf16 x_hat
+        return y.reshape(x.shape).to(x.dtype)
 
 
 class NoisyBatchNorm(_AnyDimBatchNorm):
