@@ -341,6 +341,9 @@ def build_run(cfg, run_dir: Path, config_hash: str | None, resources: Resources 
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if t.get("compile", False):
+        # a fresh Dynamo cache per run: the runs of a multirun process share the forward code, and a recompile
+        # would be shape-generic (slower), past Dynamo's recompile limit even eager
+        torch._dynamo.reset()
         train_model = torch.compile(train_model)
     return Run(cfg=cfg, run_dir=Path(run_dir), config_hash=config_hash, device=device, rank=rank, world=world,
                threads=resources.threads, data=data, model=model, train_model=train_model, optimizer=optimizer,
