@@ -12,7 +12,11 @@ never stops the others, and results/bench/gpu.md is rewritten after every part w
   count       the configured run count of the full SCALE=cifar suite (every sweep composed with Hydra), and
               from it and the measured rates the estimated GPU-hours of `make reproduce SCALE=cifar`
 Without CUDA it says so in one line, runs `count` and a tiny CPU throughput sample, and exits 0.
-Usage: python scripts/gpu_check.py [--budget 330] [--out results/bench/gpu.md] [--experiments ...]
+Usage: python scripts/gpu_check.py [--budget 330] [--out results/bench/gpu.md] [--keep DIR] [--experiments ...]
+       python scripts/gpu_check.py --render DIR [DIR ...] --out results/bench/gpu.md
+--keep DIR keeps each part's raw rows, the test log and results.json (on a lent machine: a folder under the one
+that comes back, so even a run cut short returns what it measured); --render writes the page from kept runs,
+each part from the last run that ran it (parts re-run on their own after a fix), with DIR/notes.md appended.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import math
 import os
 import pickle
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -48,6 +53,9 @@ ANCHORS = [
      "resnet50"),
 ]
 SUITE_STEPS = 40
+# what bnrepro imports beyond torch: a GPU image with its own torch often lacks these (carry their wheels)
+NEEDED = ("hydra", "omegaconf", "antlr4", "yaml", "pydantic", "pydantic_core", "annotated_types",
+          "typing_inspection", "numpy", "scipy")
 OURS = {"seed", "trainer.max_steps", "trainer.eval_every", "logger", "trainer.progress", "experiment", "scale"}  # steps per run in part (c); evaluated at 20 and 40
 SYNTH = {"train_per_file": 2000, "test": 1000}  # part (c)'s synthetic CIFAR-10: 10,000 train, 1,000 test
 
@@ -163,7 +171,9 @@ def synthetic_rate(model, batch: int, shape, classes: int, device, *, bf16: bool
     model = model.to(device)
     if channels_last:
         model = to_channels_last(model)  # as the trainer does it
-    fwd = torch.compile(model) if compiled else model
+    if compiled:  # a fresh cache per model: another net through the same forward code (nn.Sequential's) would
+        torch._dynamo.reset()  # count as a recompile, and Dynamo's automatic dynamic shapes would compile this one
+    fwd = torch.compile(model, dynamic=False) if compiled else model  # for any input size (slow, seen on an H200)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, foreach=True)
     x = torch.randn(batch, *shape, device=device)
     if channels_last:
@@ -272,11 +282,39 @@ def part_throughput(args) -> None:
 
 
 # ------------------------------------------------------------------------------------- the suite (suite)
+def last_error(stderr: str) -> str:
+    """The line that says what went wrong: the trainer's last `error:` line, else the last line."""
+    lines = [x.strip() for x in stderr.strip().splitlines() if x.strip()]
+    return next((x for x in reversed(lines) if x.startswith("error:")), lines[-1] if lines else "")[:300]
+
+
+def suite_run_row(summary_path: Path) -> dict:
+    """One run of part (c): its overrides, status and steady step time; a failed run keeps its one-line error
+    and has no rate (the estimate then falls back for it)."""
+    import yaml
+
+    s = json.loads(summary_path.read_text())
+    overrides_file = summary_path.parent / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
+    row = {"overrides": [o for o in overrides if o.split("=")[0] not in OURS], "status": s["status"],
+           "steps": s.get("steps", 0), "steady": False, "wall_s": s.get("wall_s"), "step_s": None}
+    if s["status"] not in ("completed", "diverged"):
+        return {**row, "error": s.get("error", "")[:300]}
+    metrics = summary_path.parent / "metrics.jsonl"
+    rows = [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.exists() else []
+    # steady step time: the second evaluation interval (after cudnn's autotuning and the first calls)
+    row["steady"] = len(rows) >= 2 and all(r["train_loss"] is not None and math.isfinite(r["train_loss"])
+                                           for r in rows[-2:])
+    if row["steady"]:
+        row["step_s"] = (rows[-1]["wall_s"] - rows[-2]["wall_s"]) / max(rows[-1]["step"] - rows[-2]["step"], 1)
+    else:  # diverged at its first evaluation (the % warm-up of 40 steps is none): start-up included
+        row["step_s"] = s["wall_s"] / max(s["steps"], 1)
+    return row
+
+
 def part_suite(args) -> None:
     """Each experiment's sweep, as scripts/reproduce.sh runs it (basic launcher: one run after another on the
     GPU), at seed 0 and SUITE_STEPS steps; wall time per experiment, and each run's steady step time."""
-    import yaml
-
     deadline = now() + args.cap - 3
     data = Path(tempfile.mkdtemp(prefix="gpucheck-data-"))
     runs = Path(tempfile.mkdtemp(prefix="gpucheck-runs-"))
@@ -296,26 +334,11 @@ def part_suite(args) -> None:
         t0 = now()
         try:
             done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=left)
-            status = "completed" if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.strip()[-300:]}"
+            status = "completed" if done.returncode == 0 else f"exit {done.returncode}: {last_error(done.stderr)}"
         except subprocess.TimeoutExpired:
             status = "cut at the budget"
         wall = now() - t0
-        run_rows = []
-        for summary_path in sorted((runs / exp).glob("**/summary.json")):
-            s = json.loads(summary_path.read_text())
-            rows = [json.loads(x) for x in (summary_path.parent / "metrics.jsonl").read_text().splitlines()]
-            # steady step time: the second evaluation interval (after cudnn's autotuning and the first calls)
-            steady = len(rows) >= 2 and all(r["train_loss"] is not None and math.isfinite(r["train_loss"])
-                                            for r in rows[-2:])
-            if steady:
-                step_s = (rows[-1]["wall_s"] - rows[-2]["wall_s"]) / max(rows[-1]["step"] - rows[-2]["step"], 1)
-            else:  # diverged at its first evaluation (the % warm-up of 40 steps is none): start-up included
-                step_s = s["wall_s"] / max(s["steps"], 1)
-            overrides_file = summary_path.parent / ".hydra" / "overrides.yaml"
-            overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-            run_rows.append({"overrides": [o for o in overrides if o.split("=")[0] not in OURS], "status": s["status"],
-                             "steps": s["steps"], "steady": steady,
-                             "wall_s": s["wall_s"], "step_s": step_s})
+        run_rows = [suite_run_row(path) for path in sorted((runs / exp).glob("**/summary.json"))]
         emit(args.rows, kind="suite", experiment=exp, status=status, wall_s=wall, runs=run_rows, steps=steps)
 
 
@@ -407,19 +430,19 @@ def estimate(count_rows: list[dict], suite_rows: list[dict], throughput_rows: li
         for r in s.get("runs", []):
             measured[(s["experiment"], frozenset(r["overrides"]))] = r
         if s.get("status") == "completed":  # process start, Hydra, imports: once per experiment
-            overhead[s["experiment"]] = max(s["wall_s"] - sum(r["wall_s"] for r in s["runs"]), 0.0)
+            overhead[s["experiment"]] = max(s["wall_s"] - sum(r["wall_s"] or 0.0 for r in s["runs"]), 0.0)
     fallback_img_s = None
     ratios = [r for r in throughput_rows if r.get("kind") == "ratio"]
     if ratios:
         fallback_img_s = max(r["trainer_img_s"] for r in ratios)
-    # a run that diverged in the short test has no steady interval: it gets its experiment's median steady run
+    # a run that diverged (or failed) in the short test has no steady interval: its experiment's median steady run
     steady = {}
     for (exp, _), r in measured.items():
         if r.get("steady", True) and r["status"] in ("completed", "diverged"):
             steady.setdefault(exp, []).append(r)
     median = lambda rs: sorted(rs, key=lambda r: r["step_s"])[len(rs) // 2]
     total_s, runs, fallbacks, missing = 0.0, 0, 0, 0
-    per_exp = {}
+    per_exp, missing_by = {}, {}
     for c in count_rows:
         exp_s = overhead.get(c["experiment"], 0.0)
         for job in c["jobs"]:
@@ -435,6 +458,7 @@ def estimate(count_rows: list[dict], suite_rows: list[dict], throughput_rows: li
                 step_s, fixed, fallbacks = job["batch_size"] / fallback_img_s, 0.0, fallbacks + 1
             else:
                 missing += 1
+                missing_by[c["experiment"]] = missing_by.get(c["experiment"], 0) + 1
                 continue
             evals = math.ceil(job["max_steps"] / job["eval_every"])
             eval_s = evals * job["eval_examples"] * step_s / job["batch_size"] / 3
@@ -445,30 +469,52 @@ def estimate(count_rows: list[dict], suite_rows: list[dict], throughput_rows: li
     single = next((p for p in parallel_rows if p.get("k") == 1 and "img_s" in p), None)
     gain = best["img_s"] / single["img_s"] if best and single else 1.0
     return {"runs": runs, "gpu_hours": total_s / 3600, "per_experiment_h": {k: v / 3600 for k, v in per_exp.items()},
+            "missing_by_experiment": missing_by,
             "fallbacks": fallbacks, "missing": missing, "best_k": best["k"] if best else 1, "parallel_gain": gain,
             "gpu_hours_parallel": total_s / 3600 / gain}
 
 
 # ------------------------------------------------------------------------------------- the report
+def test_outcomes(log: str, errors: int = 30) -> str:
+    """pytest's verbose log cut to what a reader needs: each test's outcome, the first `errors` E-lines and the
+    summary (a timeout's thread dump runs to thousands of lines); the log's end where it has no outcome at all."""
+    outcome = re.compile(r"::\S+ (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)|^(FAILED|ERROR|SKIPPED) |^=+ .*\d+ "
+                         r"(passed|failed|errors?|skipped)")
+    lines = log.splitlines()
+    keep = [x for x in lines if outcome.search(x)]
+    keep += [x for x in lines if x.startswith("E ")][:errors]
+    if not keep:
+        return log.strip()[-2500:]
+    order = {x: i for i, x in enumerate(lines)}
+    return "\n".join(sorted(set(keep), key=order.get))
+
+
 def render(info: dict, results: dict) -> str:
     """results/bench/gpu.md from what was measured so far (parts not yet run or cut show as such)."""
     L = ["# GPU check (`make gpu-check`)", "",
          f"Device: **{info.get('device', '?')}**; torch {info.get('torch', '?')}, CUDA {info.get('cuda', '?')}, "
          f"cuDNN {info.get('cudnn', '?')}; Python {info.get('python', '?')}; {info.get('cpus', '?')} CPU cores; "
-         f"written {info.get('date', '?')} by `python scripts/gpu_check.py` (budget {info.get('budget', '?')} s).", ""]
+         f"written {info.get('date', '?')} by `python scripts/gpu_check.py`"
+         + (f" (budget {info['budget']:.0f} s)." if info.get("budget") else "."), ""]
+    runs = info.get("runs", [])
+    if len(runs) > 1:
+        L += [f"Parts from {len(runs)} runs (`--render`, each part from the last run that ran it): "
+              + "; ".join(f"run {i} written {r.get('date', '?')} ({r.get('how') or 'budget %s s' % r.get('budget')})"
+                          for i, r in enumerate(runs, 1)) + ".", ""]
     if info.get("cl_avg_pool"):
         L += [f"torch's channels_last backward of a padded average pool on this device: {info['cl_avg_pool']}.", ""]
     status = results.get("status", {})
-    L += ["## Parts", "", "| part | status | seconds |", "|---|---|---|"]
+    merged = len(runs) > 1
+    L += ["## Parts", "", "| part | status | seconds |" + " run |" * merged, "|---|---|---|" + "---|" * merged]
     for part in ("tests", "throughput", "suite", "parallel", "count"):
         st = status.get(part, {"status": "pending"})
-        L.append(f"| {part} | {st['status']} | {st.get('seconds', 0):.0f} |")
+        L.append(f"| {part} | {st['status']} | {st.get('seconds', 0):.0f} |" + f" {st.get('run', '-')} |" * merged)
     L.append("")
 
     tests = results.get("tests")
     L += ["## (a) Tests marked `cuda` (tests/test_cuda.py)", ""]
     if tests:
-        L += ["```", tests.strip()[-2500:], "```", ""]
+        L += ["```", test_outcomes(tests), "```", ""]
     else:
         L += ["not run", ""]
 
@@ -519,10 +565,14 @@ def render(info: dict, results: dict) -> str:
           "| experiment | runs | status | wall s | median ms/step | slowest ms/step |", "|---|---|---|---|---|---|"]
     for s in suite:
         rs = s.get("runs", [])
-        steps_ms = sorted(r["step_s"] * 1e3 for r in rs)
+        steps_ms = sorted(r["step_s"] * 1e3 for r in rs if r.get("step_s") is not None)
         med = f"{steps_ms[len(steps_ms) // 2]:.1f}" if steps_ms else "-"
         slow = f"{steps_ms[-1]:.1f}" if steps_ms else "-"
-        L.append(f"| {s['experiment']} | {len(rs)} | {s['status'][:120]} | {s.get('wall_s', 0):.1f} | {med} | {slow} |")
+        L.append(f"| {s['experiment']} | {len(rs)} | {' '.join(s['status'].split())[:160]} | {s.get('wall_s', 0):.1f} | {med} | {slow} |")
+    failed = [(s["experiment"], r) for s in suite for r in s.get("runs", []) if r.get("error") is not None]
+    if failed:
+        L += ["", "Failed runs:", ""] + [f"- {exp} `{' '.join(r['overrides'])}`: {r['status']}: `{r['error']}`"
+                                         for exp, r in failed]
     if suite:
         L += ["", f"Total wall time of part (c): {sum(s.get('wall_s', 0) for s in suite):.1f} s for "
               f"{sum(len(s.get('runs', [])) for s in suite)} runs.", ""]
@@ -551,13 +601,55 @@ def render(info: dict, results: dict) -> str:
               f"{est['fallbacks']} jobs used the trainer's ResNet-20 rate (no measured run), {est['missing']} had "
               "no rate at all" + (" and are left out: **a lower bound**." if est["missing"] else "."), "",
               "| experiment | GPU-hours |", "|---|---|"]
-        L += [f"| {k} | {v:.2f} |" for k, v in est["per_experiment_h"].items()]
+        no_rate = est.get("missing_by_experiment", {})
+        L += [f"| {k} | {v:.2f}" + (f" + {no_rate[k]} runs with no rate" if no_rate.get(k) else "") + " |"
+              for k, v in est["per_experiment_h"].items()]
     elif results.get("count"):
         n = sum(len(c["jobs"]) for c in results["count"])
         L += [f"{n} runs configured (every sweep composed); no measured rates, so no estimate."]
     else:
         L += ["not computed"]
+    if info.get("notes"):
+        L += ["", info["notes"].strip()]
     return "\n".join(L) + "\n"
+
+
+def merge_kept(folders: list[Path]) -> tuple[dict, dict]:
+    """(info, results) of the runs kept in `folders` (--keep), oldest first: each part from the last run that ran
+    it; the estimate recomputed from the merged parts; the last folder's notes.md, if any, as the page's end."""
+    info, results, runs = {}, {"status": {}}, []
+    for folder in folders:
+        kept = json.loads((folder / "results.json").read_text())
+        info = dict(kept["info"])
+        runs.append(kept["info"])
+        for part, st in kept["results"].get("status", {}).items():
+            if st["status"].startswith(("not run", "pending")):
+                continue
+            results["status"][part] = {**st, "run": len(runs)}
+            if part in kept["results"]:
+                results[part] = kept["results"][part]
+    info["runs"] = runs
+    notes = folders[-1] / "notes.md"
+    info["notes"] = notes.read_text() if notes.exists() else None
+    results["estimate"] = estimate(results.get("count", []), [s for s in results.get("suite", [])
+                                                              if s.get("kind") == "suite"],
+                                   results.get("throughput", []), results.get("parallel", [])) \
+        if results.get("count") else None
+    return info, results
+
+
+def missing_modules() -> list[str]:
+    """NEEDED modules this Python cannot import, then anything else bnrepro's trainer fails to import."""
+    import importlib
+    import importlib.util
+
+    missing = [m for m in NEEDED if importlib.util.find_spec(m) is None]
+    if not missing:
+        try:
+            importlib.import_module("bnrepro.train")
+        except ModuleNotFoundError as e:
+            missing.append(e.name or str(e))
+    return missing
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -641,6 +733,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None, help=f"markdown report (default on CUDA: {DEFAULT_OUT})")
     p.add_argument("--experiments", nargs="+", default=EXPERIMENTS)
     p.add_argument("--suite-steps", type=int, default=SUITE_STEPS)
+    p.add_argument("--keep", type=Path, help="keep each part's rows, the test log and results.json in this folder")
+    p.add_argument("--render", type=Path, nargs="+", help="write --out from these kept runs' folders; runs nothing")
     p.add_argument("--part", help=argparse.SUPPRESS)
     p.add_argument("--rows", help=argparse.SUPPRESS)
     p.add_argument("--cap", type=float, default=60, help=argparse.SUPPRESS)
@@ -655,6 +749,17 @@ def main(argv=None) -> int:
          "pworker": part_pworker}[args.part](args)
         return 0
 
+    if args.render:
+        info, results = merge_kept(args.render)
+        write_atomic(args.out or DEFAULT_OUT, render(info, results))
+        print(f"gpu-check: {args.out or DEFAULT_OUT} written from {len(args.render)} kept run(s)")
+        return 0
+    missing = missing_modules()
+    if missing:  # minutes of a lent GPU lost otherwise: every part would fail on the first import
+        print(f"gpu-check: this Python lacks {', '.join(missing)}, which bnrepro imports: install them, or on a "
+              "machine without a package index carry their wheels (README, 'The GPU check'); nothing was run",
+              file=sys.stderr)
+        return 2
     start = now()
     # every child (parts, pytest, `python -m bnrepro.train`) imports bnrepro from this checkout
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
@@ -664,10 +769,12 @@ def main(argv=None) -> int:
     cuda = torch.cuda.is_available()
     info = device_info(args.budget)
     out = args.out or (DEFAULT_OUT if cuda else None)
-    work = Path(tempfile.mkdtemp(prefix="gpucheck-"))
+    work = args.keep or Path(tempfile.mkdtemp(prefix="gpucheck-"))
+    work.mkdir(parents=True, exist_ok=True)
     results: dict = {"status": {}}
 
     def save():
+        write_atomic(work / "results.json", json.dumps({"info": info, "results": results}, indent=1))
         if out:
             write_atomic(out, render(info, results))
 
@@ -718,6 +825,11 @@ def main(argv=None) -> int:
                 results["status"][part] = run_part(part, cap, rows, ["--experiments", *args.experiments,
                                                                      "--suite-steps", str(args.suite_steps)])
                 results[part] = read_rows(rows)
+            if part == "suite":  # the part's process ended well, but its experiments may not have
+                bad = [s["experiment"] for s in results[part] if s.get("status") not in ("completed", None)]
+                if bad:
+                    results["status"][part]["status"] += f" ({len(bad)} of {len(results[part])} experiments not " \
+                                                         "completed)"
             save()
         try:
             counter.wait(timeout=max(1, deadline - now() + 15))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -52,6 +53,18 @@ def assert_close_grads(a: dict, b: dict, rel: float):
     for n in a:
         err = (a[n] - b[n]).norm() / b[n].norm().clamp_min(1e-12)
         assert err < rel, f"{n}: relative gradient error {err:.2e}"
+
+
+def first_modules(net: torch.nn.Sequential, last: str, classes: int = 10) -> torch.nn.Sequential:
+    """An Inception net's children up to `last`, then global average pooling and a new classifier."""
+    layers = []
+    for name, child in net.named_children():
+        layers.append((name, child))
+        if name == last:
+            break
+    head = [("pool", torch.nn.AdaptiveAvgPool2d(1)), ("flatten", torch.nn.Flatten()),
+            ("fc", torch.nn.Linear(child.out_channels, classes))]
+    return torch.nn.Sequential(OrderedDict(layers + head))
 
 
 @pytest.fixture
@@ -228,9 +241,14 @@ def test_trainer_compile_runs(tmp_path):
                                            ("resnet_cifar", (3, 32, 32), {"depth": 20}),
                                            ("inception_bn", (3, 32, 32), {"width_mult": 0.25})])
 def test_compile_equals_eager(name, shape, kw, fp32_exact):
-    """torch.compile of each model family: forward, gradients and BN running statistics as in eager mode."""
+    """torch.compile of each model family: forward, gradients and BN running statistics as in eager mode.
+    BN-Inception up to module 3c (both pool kinds, a stride-2 module): its ten modules repeat these, and compiling
+    all of them took longer than the test's 75 s on an H200."""
     torch._dynamo.reset()
-    net = model(name, shape, **kw).to(DEV)
+    net = model(name, shape, **kw)
+    if name == "inception_bn":
+        net = first_modules(net, "inception_3c")
+    net = net.to(DEV)
     compiled_net = copy.deepcopy(net)
     compiled = torch.compile(compiled_net)
     x, y = torch.randn(32, *shape, device=DEV), torch.randint(0, 10, (32,), device=DEV)

@@ -2,6 +2,7 @@
 writer, and the no-CUDA path end to end (it says so in one line and exits 0)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -119,3 +120,130 @@ def test_capped_reports_ok_failed_and_cut_and_kills_the_whole_group(tmp_path):
     import time
     time.sleep(4)
     assert not late.exists() and not gc.CHILDREN
+
+
+def write_run(root, overrides: list[str], summary: dict, metrics: list[dict] = ()):
+    (root / ".hydra").mkdir(parents=True)
+    (root / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (root / "summary.json").write_text(json.dumps(summary))
+    (root / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    return root / "summary.json"
+
+
+def test_suite_rows_of_completed_and_failed_runs(tmp_path):
+    """A failed run's summary has no wall time or steps (train.py writes status, error): part (c) records it with
+    its error and no rate, the page lists it, and the estimate falls back for it instead of crashing (it did, on
+    an H200, at C7's failed ghost-BN runs)."""
+    done = gc.suite_run_row(write_run(tmp_path / "a", ["norm_batch=bn_32", "seed=0"], {
+        "status": "completed", "steps": 40, "wall_s": 3.0}, [
+        {"step": 20, "wall_s": 1.0, "train_loss": 2.0}, {"step": 40, "wall_s": 1.5, "train_loss": 1.9}]))
+    assert done["steady"] and done["step_s"] == pytest.approx(0.025) and done["overrides"] == ["norm_batch=bn_32"]
+    failed = gc.suite_run_row(write_run(tmp_path / "b", ["norm_batch=bn_2", "seed=0"], {
+        "status": "failed", "error": "RuntimeError: mixed dtype"}))
+    assert failed["step_s"] is None and failed["error"] == "RuntimeError: mixed dtype"
+    suite = [{"kind": "suite", "experiment": "c7_small_batch", "status": "exit 1: error: a job of this sweep failed",
+              "wall_s": 9.0, "runs": [done, failed]}]
+    job = lambda nb: {"overrides": [f"norm_batch={nb}", "seed=0"], "seed": 0, "model": "resnet_cifar",
+                      "max_steps": 100, "batch_size": 128, "eval_every": 50, "eval_examples": 0}
+    est = gc.estimate([{"experiment": "c7_small_batch", "jobs": [job("bn_32"), job("bn_2")]}], suite,
+                      [], [])
+    # the failed run takes its experiment's median steady run's rates, as a diverged one does
+    assert est["fallbacks"] == 0 and est["missing"] == 0
+    assert est["gpu_hours"] * 3600 == pytest.approx(2 * ((3.0 - 40 * 0.025) + 100 * 0.025))
+    md = gc.render({}, {"suite": suite})
+    assert "| c7_small_batch | 2 | exit 1: error: a job of this sweep failed | 9.0 | 25.0 | 25.0 |" in md
+    assert "- c7_small_batch `norm_batch=bn_2`: failed: `RuntimeError: mixed dtype`" in md
+
+
+def test_last_error_is_the_trainers_error_line():
+    assert gc.last_error("Traceback\n  x\nerror: model.ghost_batch=3 ...\n\nSet HYDRA_FULL_ERROR=1\n") == \
+        "error: model.ghost_batch=3 ..."
+    assert gc.last_error("a\nModuleNotFoundError: No module named 'pydantic'\n") == \
+        "ModuleNotFoundError: No module named 'pydantic'"
+    assert gc.last_error("") == ""
+
+
+def test_render_merges_kept_runs_part_by_part(tmp_path):
+    """--render: each part from the last kept run that ran it, the run named per part, the estimate recomputed
+    from the merged parts, the last folder's notes.md at the end."""
+    count = [{"kind": "count", "experiment": "c2_lr", "jobs": [
+        {"overrides": ["model.norm=bn", "seed=0"], "seed": 0, "model": "resnet_cifar", "max_steps": 100,
+         "batch_size": 100, "eval_every": 100, "eval_examples": 0}]}]
+    first = {"info": {"device": "NVIDIA H200", "date": "d1", "budget": 530}, "results": {
+        "status": {"tests": {"status": "failed (exit 2)", "seconds": 9}, "throughput": {"status": "ok", "seconds": 80},
+                   "suite": {"status": "ok", "seconds": 8}, "parallel": {"status": "not run (budget)", "seconds": 0}},
+        "tests": "ModuleNotFoundError", "suite": [], "throughput": [
+            {"kind": "ratio", "model": "resnet20", "batch": 100, "round": 0, "trainer_img_s": 10000.0,
+             "bare_img_s": 10000.0, "ratio": 1.0}]}}
+    second = {"info": {"device": "NVIDIA H200", "date": "d2", "how": "tests and suite on their own"}, "results": {
+        "status": {"tests": {"status": "ok", "seconds": 130}, "count": {"status": "ok", "seconds": 0}},
+        "tests": "15 passed", "count": count}}
+    for name, kept in (("one", first), ("two", second)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(kept))
+    (tmp_path / "two" / "notes.md").write_text("## What these runs found\nall of it")
+    out = tmp_path / "gpu.md"
+    assert gc.main(["--render", str(tmp_path / "one"), str(tmp_path / "two"), "--out", str(out)]) == 0
+    md = out.read_text()
+    for text in ("Parts from 2 runs", "run 1 written d1 (budget 530 s); run 2 written d2 (tests and suite on their "
+                 "own)", "| tests | ok | 130 | 2 |", "| throughput | ok | 80 | 1 |", "| parallel | pending | 0 | - |",
+                 "15 passed", "**0.0 GPU-hours** for 1 runs", "1 jobs used the trainer's ResNet-20 rate"):
+        assert text in md, text
+    assert "ModuleNotFoundError" not in md and md.rstrip().endswith("all of it")
+
+
+def test_a_missing_dependency_stops_the_check_before_any_part(tmp_path, monkeypatch, capsys):
+    """On a GPU image that lacks one of our pure-Python dependencies every part would fail on its first import and
+    the lent minutes would be gone (pydantic, on an H200): one line that names it, exit 2, nothing written."""
+    monkeypatch.setattr(gc, "NEEDED", gc.NEEDED + ("no_such_module_xyz",))
+    out = tmp_path / "gpu.md"
+    assert gc.main(["--out", str(out), "--keep", str(tmp_path / "kept")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lacks no_such_module_xyz" in err and "carry their wheels" in err
+    assert not out.exists() and not (tmp_path / "kept").exists()
+    monkeypatch.setattr(gc, "NEEDED", ())
+    assert gc.missing_modules() == []  # this environment has everything bnrepro.train imports
+
+
+def test_the_page_shows_each_tests_outcome_not_a_thread_dump():
+    log = "\n".join(["platform linux", "tests/test_cuda.py::test_a PASSED [ 50%]", "tests/test_cuda.py::test_b FAILED",
+                     "E           Failed: Timeout (>75.0s) from pytest-timeout."] + ["DEBUG torch.__trace"] * 2000 +
+                    ["FAILED tests/test_cuda.py::test_b", "==== 1 failed, 1 passed in 135.54s ===="])
+    got = gc.test_outcomes(log).splitlines()
+    assert got == ["tests/test_cuda.py::test_a PASSED [ 50%]", "tests/test_cuda.py::test_b FAILED",
+                   "E           Failed: Timeout (>75.0s) from pytest-timeout.", "FAILED tests/test_cuda.py::test_b",
+                   "==== 1 failed, 1 passed in 135.54s ===="]
+    assert gc.test_outcomes("collecting ...\nKilled") == "collecting ...\nKilled"  # no outcome: the log's end
+
+
+def test_runs_with_no_rate_are_named_per_experiment():
+    job = {"overrides": ["seed=0"], "seed": 0, "model": "mlp", "max_steps": 10, "batch_size": 60, "eval_every": 5,
+           "eval_examples": 0}
+    est = gc.estimate([{"experiment": "c4_drift", "jobs": [job, job]}], [], [], [])
+    assert est["missing"] == 2 and est["missing_by_experiment"] == {"c4_drift": 2}
+    md = gc.render({}, {"estimate": est})
+    assert "| c4_drift | 0.00 + 2 runs with no rate |" in md and "**a lower bound**" in md
+
+
+def test_compiled_throughput_compiles_each_net_for_its_own_shapes(monkeypatch):
+    """Two nets through the same forward code (nn.Sequential's): without a fresh Dynamo cache the second is a
+    recompile, which Dynamo makes shape-generic (seen on an H200: BN-Inception after ResNet-20 compiled for
+    dynamic shapes and did not finish in the part's cap). Each graph must have static shapes."""
+    import torch
+    from torch import nn
+
+    symbolic = []
+
+    def recorder(gm, example_inputs):
+        symbolic.append(any(isinstance(d, torch.SymInt) for n in gm.graph.nodes if n.op == "placeholder"
+                            for d in getattr(n.meta.get("example_value"), "shape", ())))
+        return gm.forward
+
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real(model, backend=recorder, **kw))
+    for n in (8, 12):
+        net = nn.Sequential(nn.Flatten(), nn.Linear(n * n, 10))
+        rate = gc.synthetic_rate(net, 4, (1, n, n), 10, torch.device("cpu"), bf16=False, channels_last=False,
+                                 compiled=True, steps=2, warmup=2)
+        assert rate > 0
+    assert symbolic == [False, False]
