@@ -674,6 +674,12 @@ def on_term(signum, frame):
     raise SystemExit(128 + signum)
 
 
+def install_signal_handlers() -> None:
+    """Only where parts run: --render and the dependency check leave a caller's handlers (a test's) alone."""
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+
+
 def kill(p: subprocess.Popen) -> None:
     try:
         os.killpg(p.pid, signal.SIGKILL)  # the part's whole process group (pytest, compile workers)
@@ -742,9 +748,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     p.add_argument("--barrier", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
     if args.part:
+        install_signal_handlers()
         {"count": part_count, "throughput": part_throughput, "suite": part_suite, "parallel": part_parallel,
          "pworker": part_pworker}[args.part](args)
         return 0
@@ -760,6 +765,7 @@ def main(argv=None) -> int:
               "machine without a package index carry their wheels (README, 'The GPU check'); nothing was run",
               file=sys.stderr)
         return 2
+    install_signal_handlers()
     start = now()
     # every child (parts, pytest, `python -m bnrepro.train`) imports bnrepro from this checkout
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)

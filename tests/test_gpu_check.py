@@ -247,3 +247,17 @@ def test_compiled_throughput_compiles_each_net_for_its_own_shapes(monkeypatch):
                                  compiled=True, steps=2, warmup=2)
         assert rate > 0
     assert symbolic == [False, False]
+
+
+def test_render_and_the_dependency_check_leave_the_callers_signal_handlers(tmp_path, monkeypatch):
+    """They ran in this test process and left gpu_check's SIGTERM handler behind, which made the trainer's
+    preemption test exit instead of checkpointing."""
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(gc, "NEEDED", ("no_such_module_xyz",))
+    assert gc.main(["--out", str(tmp_path / "gpu.md")]) == 2
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text(json.dumps({"info": {}, "results": {}}))
+    assert gc.main(["--render", str(tmp_path / "run"), "--out", str(tmp_path / "gpu.md")]) == 0
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
