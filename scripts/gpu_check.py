@@ -330,7 +330,7 @@ def part_suite(args) -> None:
             continue
         cmd = [sys.executable, "-m", "bnrepro.train", "-m", f"experiment={exp}", "scale=cifar", "hydra/launcher=basic",
                f"hydra.sweep.dir={runs / exp}", "seed=0", f"trainer.max_steps={steps}",
-               f"trainer.eval_every={steps // 2}", "logger=none", "trainer.progress=none"]
+               f"trainer.eval_every={steps // 2}", "logger=none", "trainer.progress=none", *args.suite_overrides]
         t0 = now()
         try:
             done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=left)
@@ -741,9 +741,12 @@ def main(argv=None) -> int:
     p.add_argument("--suite-steps", type=int, default=SUITE_STEPS)
     p.add_argument("--keep", type=Path, help="keep each part's rows, the test log and results.json in this folder")
     p.add_argument("--render", type=Path, nargs="+", help="write --out from these kept runs' folders; runs nothing")
-    p.add_argument("--part", help=argparse.SUPPRESS)
-    p.add_argument("--rows", help=argparse.SUPPRESS)
-    p.add_argument("--cap", type=float, default=60, help=argparse.SUPPRESS)
+    p.add_argument("--part", choices=["count", "throughput", "suite", "parallel", "pworker"],
+                   help="run one part in this process (with --rows FILE): `--part suite --suite-overrides "
+                        "trainer.precision=bf16` runs part (c) under bf16 on a CPU, where dtype bugs show up too")
+    p.add_argument("--rows", help="the part's rows (JSON lines)")
+    p.add_argument("--cap", type=float, default=60, help="the part's seconds")
+    p.add_argument("--suite-overrides", nargs="*", default=[], help="more overrides for every run of part (c)")
     p.add_argument("--k", type=int, help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     p.add_argument("--barrier", help=argparse.SUPPRESS)

@@ -261,3 +261,18 @@ def test_render_and_the_dependency_check_leave_the_callers_signal_handlers(tmp_p
     (tmp_path / "run" / "results.json").write_text(json.dumps({"info": {}, "results": {}}))
     assert gc.main(["--render", str(tmp_path / "run"), "--out", str(tmp_path / "gpu.md")]) == 0
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_part_c_runs_on_the_cpu_under_bf16(tmp_path):
+    """`--part suite --suite-overrides trainer.precision=bf16`: the GPU path's dtype bugs found without a GPU (it
+    is how C7's bf16 failure was reproduced). One experiment end to end: its runs complete under bf16."""
+    rows = tmp_path / "suite.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--part", "suite", "--rows",
+                           str(rows), "--cap", "300", "--suite-steps", "2", "--experiments", "c4_drift",
+                           "--suite-overrides", "trainer.precision=bf16"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=320)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (exp,) = gc.read_rows(rows)
+    assert exp["experiment"] == "c4_drift" and exp["status"] == "completed" and exp["runs"]
+    assert all(r["status"] == "completed" and "trainer.precision=bf16" in r["overrides"] for r in exp["runs"])
