@@ -290,7 +290,7 @@ def last_error(stderr: str) -> str:
 
 def suite_run_row(summary_path: Path) -> dict:
     """One run of part (c): its overrides, status and steady step time; a failed run keeps its one-line error
-    and has no rate (the estimate then falls back for it)."""
+    and no rate of its own (the estimate gives it its experiment's median steady rate)."""
     import yaml
 
     s = json.loads(summary_path.read_text())
