@@ -474,6 +474,14 @@ def estimate(count_rows: list[dict], suite_rows: list[dict], throughput_rows: li
             "gpu_hours_parallel": total_s / 3600 / gain}
 
 
+def estimate_of(results: dict) -> dict | None:
+    """The estimate from a page's parts (None without the run count)."""
+    if not results.get("count"):
+        return None
+    return estimate(results["count"], [s for s in results.get("suite", []) if s.get("kind") == "suite"],
+                    results.get("throughput", []), results.get("parallel", []))
+
+
 # ------------------------------------------------------------------------------------- the report
 def test_outcomes(log: str, errors: int = 30) -> str:
     """pytest's verbose log cut to what a reader needs: each test's outcome, the first `errors` E-lines and the
@@ -631,10 +639,7 @@ def merge_kept(folders: list[Path]) -> tuple[dict, dict]:
     info["runs"] = runs
     notes = folders[-1] / "notes.md"
     info["notes"] = notes.read_text() if notes.exists() else None
-    results["estimate"] = estimate(results.get("count", []), [s for s in results.get("suite", [])
-                                                              if s.get("kind") == "suite"],
-                                   results.get("throughput", []), results.get("parallel", [])) \
-        if results.get("count") else None
+    results["estimate"] = estimate_of(results)
     return info, results
 
 
@@ -847,9 +852,7 @@ def main(argv=None) -> int:
             kill(counter)
             results["status"]["count"] = {"status": "cut", "seconds": 0}
         results["count"] = [x for x in read_rows(count_rows) if x.get("kind") == "count"]
-        results["estimate"] = estimate(results["count"], [s for s in results.get("suite", []) if s.get("kind") == "suite"],
-                                       results.get("throughput", []), results.get("parallel", [])) \
-            if results["count"] else None
+        results["estimate"] = estimate_of(results)
     save()
     est = results.get("estimate")
     n = sum(len(c["jobs"]) for c in results.get("count", []))

@@ -40,3 +40,20 @@ def mnist_root(tmp_path) -> Path:
         write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
     return tmp_path / "mnist"
+
+
+@pytest.fixture
+def compiled_shapes(monkeypatch) -> list[bool]:
+    """torch.compile records, for every graph Dynamo captures, whether its inputs have symbolic (shape-generic)
+    sizes, and runs the graph eagerly: the list the test reads after compiling."""
+    symbolic: list[bool] = []
+
+    def recorder(gm, example_inputs):
+        symbolic.append(any(isinstance(d, torch.SymInt) for n in gm.graph.nodes if n.op == "placeholder"
+                            for d in getattr(n.meta.get("example_value"), "shape", ())))
+        return gm.forward
+
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real(model, backend=recorder, **kw))
+    return symbolic
+

@@ -225,28 +225,19 @@ def test_runs_with_no_rate_are_named_per_experiment():
     assert "| c4_drift | 0.00 + 2 runs with no rate |" in md and "**a lower bound**" in md
 
 
-def test_compiled_throughput_compiles_each_net_for_its_own_shapes(monkeypatch):
+def test_compiled_throughput_compiles_each_net_for_its_own_shapes(compiled_shapes):
     """Two nets through the same forward code (nn.Sequential's): without a fresh Dynamo cache the second is a
     recompile, which Dynamo makes shape-generic (seen on an H200: BN-Inception after ResNet-20 compiled for
     dynamic shapes and did not finish in the part's cap). Each graph must have static shapes."""
     import torch
     from torch import nn
 
-    symbolic = []
-
-    def recorder(gm, example_inputs):
-        symbolic.append(any(isinstance(d, torch.SymInt) for n in gm.graph.nodes if n.op == "placeholder"
-                            for d in getattr(n.meta.get("example_value"), "shape", ())))
-        return gm.forward
-
-    real = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda model, **kw: real(model, backend=recorder, **kw))
     for n in (8, 12):
         net = nn.Sequential(nn.Flatten(), nn.Linear(n * n, 10))
         rate = gc.synthetic_rate(net, 4, (1, n, n), 10, torch.device("cpu"), bf16=False, channels_last=False,
                                  compiled=True, steps=2, warmup=2)
         assert rate > 0
-    assert symbolic == [False, False]
+    assert compiled_shapes == [False, False]
 
 
 def test_render_and_the_dependency_check_leave_the_callers_signal_handlers(tmp_path, monkeypatch):

@@ -237,22 +237,13 @@ def test_channels_last_auto_on_cuda_for_every_conv_net():
     assert not Speed(compose_cfg("model=mlp"), cuda, (64,)).channels_last
 
 
-def test_compiled_runs_of_one_process_each_compile_for_their_own_shapes(tmp_path, monkeypatch):
+def test_compiled_runs_of_one_process_each_compile_for_their_own_shapes(tmp_path, compiled_shapes):
     """A multirun with the basic launcher trains its runs one after another in one process: each run's
     trainer.compile starts from a fresh Dynamo cache, so the second run's graphs keep static shapes (a recompile
     of the same forward code would be shape-generic, and past the recompile limit silently eager)."""
-    symbolic = []
-
-    def recorder(gm, example_inputs):
-        symbolic.append(any(isinstance(d, torch.SymInt) for n in gm.graph.nodes if n.op == "placeholder"
-                            for d in getattr(n.meta.get("example_value"), "shape", ())))
-        return gm.forward
-
-    real = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda model, **kw: real(model, backend=recorder, **kw))
     for batch in (32, 48):
         cfg = compose_cfg("trainer.max_steps=4", "trainer.eval_every=2", "logger=none", "trainer.compile=true",
                           f"trainer.batch_size={batch}")
         assert train(cfg, run_dir=tmp_path / str(batch))["status"] == "completed"
-    assert symbolic and not any(symbolic)
+    assert compiled_shapes and not any(compiled_shapes)
 
