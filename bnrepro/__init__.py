@@ -3,6 +3,10 @@ from collections.abc import Mapping
 
 from omegaconf import OmegaConf
 
+from bnrepro import numerics
+
+numerics.pin()  # before any module of the package imports torch (bnrepro/numerics.py)
+
 
 class ConfigError(ValueError):
     """Bad user input. The train entry point prints it as one line and exits non-zero."""

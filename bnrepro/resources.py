@@ -72,6 +72,8 @@ def machine() -> dict:
     """CPU model and instruction set, and the versions of the libraries that compute the numbers."""
     import torch
 
+    from bnrepro import numerics
+
     cfg = torch.__config__.show()
     lines = cfg.splitlines()
     mkl = next((line.split("Library Version")[-1].split("-")[0].strip() for line in lines
@@ -79,7 +81,7 @@ def machine() -> dict:
     onednn = next((line.split("MKL-DNN")[-1].split("(")[0].strip() for line in lines if "MKL-DNN" in line), None)
     out = {"cpu": _cpu_model(), "arch": platform.machine(), "isa": torch.backends.cpu.get_cpu_capability(),
            "torch": torch.__version__, "mkl": mkl, "onednn": onednn,
-           "mkl_cbwr": os.environ.get("MKL_CBWR"), "cuda": None}
+           "mkl_cbwr": os.environ.get("MKL_CBWR"), "numerics": numerics.mode(), "cuda": None}
     if torch.cuda.is_available():
         out["cuda"] = {"device": torch.cuda.get_device_name(), "cuda": torch.version.cuda,
                        "cudnn": torch.backends.cudnn.version()}

@@ -4,9 +4,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
+# Every test runs with portable numerics (bnrepro/numerics.py): the same floats on any x86-64 CPU, so numbers
+# recorded on one machine (tests/data/golden_loop) are compared bit for bit on another. Set before bnrepro and
+# torch load, and inherited by the subprocesses tests start.
+os.environ["BNREPRO_PORTABLE_NUMERICS"] = "1"
+import bnrepro  # noqa: E402,F401 - pins torch's code paths as it loads torch
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]

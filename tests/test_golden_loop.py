@@ -4,6 +4,11 @@ refactor can break: evaluation on a log grid with a validation split and every f
 training-mode probe under ghost and noisy BN (noisy BN draws from the global RNG at each step), a conv net,
 a diverging run, and a run stopped by SIGTERM and resumed.
 
+The numbers are recorded and compared with portable numerics (bnrepro/numerics.py, switched on for every test
+by conftest.py): torch's CPU code paths pinned to ones every x86-64 CPU has, so the goldens of one machine are
+the numbers of another (an AMD EPYC with AVX-512 and an Intel Xeon with AVX2 gave different last bits before),
+while the comparison stays bit for bit: a changed summation order still fails it (tested below).
+
 Regenerate (only when a change of numbers is intended, and say why in the commit):
     BNREPRO_GOLDEN_WRITE=1 .venv/bin/python -m pytest tests/test_golden_loop.py -q
 """
@@ -13,6 +18,8 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,6 +108,53 @@ def test_golden_sigterm_resumed_run(tmp_path, monkeypatch):
     monkeypatch.undo()
     summary = train(cfg, run_dir=tmp_path)
     _check(name, tmp_path, summary)
+
+
+def test_a_changed_summation_order_fails_the_goldens(tmp_path, monkeypatch):
+    """The batch's losses averaged in reverse order: equal in exact arithmetic, an ulp apart now and then in
+    fp32. The golden comparison must notice (else it could not catch a real change either)."""
+    import torch.nn.functional as F
+
+    real = F.cross_entropy
+
+    def summed(logits, target, reduction="mean", **kw):  # the training loss; evaluation's sums left alone
+        if reduction != "mean":
+            return real(logits, target, reduction=reduction, **kw)
+        return real(logits, target, reduction="none", **kw).flip(0).sum() / len(target)
+
+    monkeypatch.setattr(loop.F, "cross_entropy", summed)
+    name = "mlp_noisy_bn"
+    summary = train(compose_cfg(*COMMON, *RUNS[name]), run_dir=tmp_path)
+    with pytest.raises(AssertionError):
+        _check(name, tmp_path, summary)
+
+
+# the instruction sets other x86-64 machines offer, emulated on this one: MKL's and oneDNN's dispatch capped,
+# glibc's math functions without AVX-512 (or without AVX2 and FMA)
+OTHER_CPUS = {
+    "avx2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX512F,-AVX512DQ,-AVX512BW,-AVX512VL,-AVX512CD"},
+    "sse4": {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ONEDNN_MAX_CPU_ISA": "SSE41",
+             "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX512F,-AVX512DQ,-AVX512BW,-AVX512VL,-AVX512CD,-AVX2,-FMA"},
+}
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the instruction sets emulated are x86-64's")
+@pytest.mark.parametrize("cpu", sorted(OTHER_CPUS))
+def test_the_goldens_hold_on_a_cpu_with_another_instruction_set(tmp_path, cpu):
+    """A conv net and the MLP, each in a fresh process that sees a CPU with fewer instruction sets (the
+    unpinned trainer's numbers move with them: AVX-512 vs AVX2 differ from the first evaluation)."""
+    names = ["resnet8", "mlp_log_val_final"]
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import conftest, json, torch; "
+              "from bnrepro.train import train; import test_golden_loop as g; torch.set_num_threads(1); "
+              f"print(json.dumps({{n: {{'rows': None, 'summary': train(conftest.compose_cfg(*g.COMMON, *g.RUNS[n]), "
+              f"run_dir={str(tmp_path)!r} + '/' + n)}} for n in {names!r}}}, default=str))")
+    env = {**os.environ, **OTHER_CPUS[cpu]}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summaries = json.loads(out.stdout.splitlines()[-1])
+    for name in names:
+        _check(name, tmp_path / name, summaries[name]["summary"])
 
 
 class DrawingProbe(LoopProbe):
