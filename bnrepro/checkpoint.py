@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bnrepro.atomic import writing
+
 LAST, PREVIOUS, BEST = "last.pt", "previous.pt", "best.pt"
 
 
@@ -39,24 +41,20 @@ def set_rng_state(state: dict) -> None:
 def atomic_save(obj, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with writing(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def save_checkpoint(folder: Path, state: dict, is_best: bool = False) -> None:
-    """Write state to folder/last.pt and, when is_best, also to folder/best.pt (copied, then renamed)."""
+    """Write state to folder/last.pt and, when is_best, also to folder/best.pt (copied, then renamed). A failed
+    write leaves the checkpoints as they were and no temporary file (bnrepro/atomic.py)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{LAST}.tmp{os.getpid()}"
-    torch.save(state, tmp)
-    if (folder / LAST).exists():
-        os.replace(folder / LAST, folder / PREVIOUS)  # a kill between these two renames leaves previous.pt
-    os.replace(tmp, folder / LAST)
+    with writing(folder / LAST, previous=folder / PREVIOUS) as tmp:  # a kill between its renames leaves previous.pt
+        torch.save(state, tmp)
     if is_best:
-        tmp = folder / f".{BEST}.tmp{os.getpid()}"
-        shutil.copyfile(folder / LAST, tmp)
-        os.replace(tmp, folder / BEST)
+        with writing(folder / BEST) as tmp:
+            shutil.copyfile(folder / LAST, tmp)
 
 
 def load_checkpoint(folder: Path, name: str = LAST, map_location="cpu") -> dict | None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from bnrepro import ConfigError
 
@@ -101,27 +102,86 @@ def load_digits(cfg) -> Data:
     return Data(as_images(x_tr), torch.tensor(y_tr), as_images(x_te), torch.tensor(y_te), 10)
 
 
-def load_mnist(cfg) -> Data:
-    """torchvision's MNIST layout: <root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte."""
-    from torchvision.datasets import MNIST
-
-    root = Path(cfg.root).expanduser()
-    try:
-        train, test = (MNIST(root, train=t, download=cfg.download) for t in (True, False))
-    except RuntimeError as e:
-        raise ConfigError(
-            f"MNIST not found under {root / 'MNIST' / 'raw'} (expects the uncompressed IDX files "
-            "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte): "
-            "set data.root to the folder that holds MNIST/raw, or add data.download=true") from e
-    as_images = lambda ds: ds.data.float().div_(255.0).unsqueeze(1)
-    return Data(as_images(train), train.targets.clone(), as_images(test), test.targets.clone(), 10)
-
-
+# The files each loader reads, declared once: the loaders and check_available (the door) both test them.
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 # torchvision's CIFAR layouts: folder, training files, test files, label key, number of classes
 CIFAR = {
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels", 10),
     "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", 100),
 }
+
+
+def _root(cfg) -> Path:
+    if cfg.get("root") is None:
+        raise ConfigError(f"data.root is null: set data.root to the folder that holds the {cfg.name} files")
+    return Path(cfg.root).expanduser()
+
+
+def _mnist_missing(cfg) -> ConfigError | None:
+    """torchvision's MNIST layout: <root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte."""
+    raw = _root(cfg) / "MNIST" / "raw"
+    if all((raw / f).is_file() for f in MNIST_FILES):
+        return None
+    return ConfigError(f"MNIST not found under {raw} (expects the uncompressed IDX files {', '.join(MNIST_FILES)}): "
+                       "set data.root to the folder that holds MNIST/raw, or add data.download=true")
+
+
+def _cifar_missing(cfg) -> ConfigError | None:
+    folder, train_files, test_files = CIFAR[cfg.name][:3]
+    root = _root(cfg)
+    missing = [f for f in train_files + test_files if not (root / folder / f).is_file()]
+    if not missing:
+        return None
+    return ConfigError(
+        f"{cfg.name} not found: {root / folder} lacks {', '.join(missing)} (expects torchvision's "
+        f"python-pickle layout <data.root>/{folder}/{{{','.join(train_files + test_files)}}}): set data.root "
+        "to the folder that holds it, or add data.download=true")
+
+
+def _imagenet_missing(cfg) -> ConfigError | None:
+    root = _root(cfg)
+    missing = [s for s in ("train", "val") if not (root / s).is_dir()]
+    if not (missing or cfg.get("download")):
+        return None
+    why = ("ImageNet cannot be downloaded automatically: set data.download=false" if cfg.get("download")
+           else f"imagenet not found: {root} lacks {' and '.join(s + '/' for s in missing)}")
+    return ConfigError(f"{why} (expects the ImageFolder layout <data.root>/train/<class>/*.JPEG and "
+                       "<data.root>/val/<class>/*.JPEG, e.g. from torchvision's or timm's preparation "
+                       "scripts): set data.root or DATA_DIR to that folder")
+
+
+def check_available(data_cfg) -> None:
+    """Raise the loader's own ConfigError (path and expected layout) when a file it will read is absent.
+    Cheap (existence only, nothing opened), so the door and train() call it before a run dir is made.
+    A no-op for generated data (digits, mnist1d) and where data.download=true will fetch the files;
+    ImageNet is never downloaded, so data.download=true is refused for it here as its loader does."""
+    cfg = OmegaConf.create(data_cfg) if isinstance(data_cfg, dict) else data_cfg
+    if cfg.name == "imagenet":
+        error = _imagenet_missing(cfg)
+    elif cfg.name == "mnist" and not cfg.get("download"):
+        error = _mnist_missing(cfg)
+    elif cfg.name in CIFAR and not cfg.get("download"):
+        error = _cifar_missing(cfg)
+    else:
+        error = None
+    if error is not None:
+        raise error
+
+
+def load_mnist(cfg) -> Data:
+    """torchvision's MNIST layout: <root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte."""
+    from torchvision.datasets import MNIST
+
+    root = _root(cfg)
+    try:
+        train, test = (MNIST(root, train=t, download=cfg.download) for t in (True, False))
+    except RuntimeError as e:  # torchvision's "Dataset not found": say where and what it looked for
+        error = _mnist_missing(cfg)
+        if error is None:
+            raise
+        raise error from e
+    as_images = lambda ds: ds.data.float().div_(255.0).unsqueeze(1)
+    return Data(as_images(train), train.targets.clone(), as_images(test), test.targets.clone(), 10)
 
 
 def load_cifar(cfg) -> Data:
@@ -131,17 +191,14 @@ def load_cifar(cfg) -> Data:
     ourselves is as simple and also accepts the tiny files the tests write.
     """
     folder, train_files, test_files, label_key, num_classes = CIFAR[cfg.name]
-    root = Path(cfg.root).expanduser()
+    root = _root(cfg)
     if cfg.download and not (root / folder).is_dir():
         from torchvision.datasets import CIFAR10, CIFAR100
 
         (CIFAR10 if cfg.name == "cifar10" else CIFAR100)(root, download=True)
-    missing = [f for f in train_files + test_files if not (root / folder / f).is_file()]
-    if missing:
-        raise ConfigError(
-            f"{cfg.name} not found: {root / folder} lacks {', '.join(missing)} (expects torchvision's "
-            f"python-pickle layout <data.root>/{folder}/{{{','.join(train_files + test_files)}}}): set data.root "
-            "to the folder that holds it, or add data.download=true")
+    error = _cifar_missing(cfg)
+    if error is not None:
+        raise error
 
     def read(files):
         xs, ys = [], []
@@ -156,19 +213,14 @@ def load_cifar(cfg) -> Data:
 
 
 def load_imagenet(cfg, device, workers: int | None = None) -> FolderData:
-    root = Path(cfg.root).expanduser()
-    missing = [s for s in ("train", "val") if not (root / s).is_dir()]
-    if missing or cfg.get("download"):
-        why = ("ImageNet cannot be downloaded automatically: set data.download=false" if cfg.get("download")
-               else f"imagenet not found: {root} lacks {' and '.join(s + '/' for s in missing)}")
-        raise ConfigError(f"{why} (expects the ImageFolder layout <data.root>/train/<class>/*.JPEG and "
-                          "<data.root>/val/<class>/*.JPEG, e.g. from torchvision's or timm's preparation "
-                          "scripts): set data.root or DATA_DIR to that folder")
+    error = _imagenet_missing(cfg)
+    if error is not None:
+        raise error
     if workers is None:  # direct callers; training passes the number resolved once at startup
         from bnrepro.resources import resolve
 
         workers = resolve(workers=cfg.get("workers", "auto")).workers
-    return FolderData(root, cfg, torch.device(device), workers)
+    return FolderData(_root(cfg), cfg, torch.device(device), workers)
 
 
 def cache_dir(cfg) -> Path:

@@ -1,6 +1,7 @@
-"""Checks before Hydra writes anything: the command line parses, composes, passes the schema, and its output
-dir can be written. Hydra's own errors (unknown group option, unknown key, malformed override) become one
-line that lists the valid choices; the entry point prints it as `error: ...` and exits 2 with no run dir made.
+"""Checks before Hydra writes anything: the command line parses, composes, passes the schema, the files of its
+dataset exist (bnrepro.data.check_available), and its output dir can be written. Hydra's own errors (unknown
+group option, unknown key, malformed override) become one line that lists the valid choices; the entry point
+prints it as `error: ...` and exits 2 with no run dir made.
 
 A sweep's jobs are composed from the command line's sweep values here; the values an experiment file sweeps
 (`hydra.sweeper.params`) are checked again in each job before it writes (train.py), which removes the stub
@@ -14,7 +15,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from bnrepro import ConfigError
 from bnrepro.schema import validate
@@ -109,6 +110,8 @@ def check(argv: list[str]) -> None:
             args.config_path or args.config_name or args.experimental_rerun:
         return
     import bnrepro.loop  # noqa: F401 - registers the bnrepro_cores resolver the launcher configs use
+    from bnrepro.data import check_available
+    from bnrepro.identity import refuse_foreign
 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         for job in _jobs(args.overrides, args.multirun):
@@ -119,20 +122,25 @@ def check(argv: list[str]) -> None:
             except Exception as e:  # noqa: BLE001 - OmegaConf raises plain errors for some malformed overrides
                 raise ConfigError(f"cannot compose the config with {' '.join(job)}: {type(e).__name__}: "
                                   f"{one_line(e)}") from None
+            job_cfg = cfg_without_hydra(cfg)
             try:
-                tree = cfg_without_hydra(cfg)
+                validate(job_cfg)  # given unresolved: its message can name the ${...} that gave a bad value
             except OmegaConfBaseException as e:
                 raise ConfigError(f"cannot resolve the config: {one_line(e)}") from None
-            validate(tree)
-            out = _output_dir(cfg, args.multirun)
-            if out is not None and args.cfg is None:
-                writable(out)
+            if args.cfg is None:  # --cfg only prints the config: it needs no dataset and writes no dir
+                check_available(job_cfg.data)
+                out = _output_dir(cfg, args.multirun)
+                if out is not None:
+                    writable(out)
+                    if not args.multirun:  # a sweep's jobs get dirs of their own, checked in train()
+                        refuse_foreign(out)
 
 
-def cfg_without_hydra(cfg):
+def cfg_without_hydra(cfg) -> DictConfig:
+    """The job's config as the task function gets it: without the hydra node, interpolations unresolved."""
     c = OmegaConf.to_container(cfg, resolve=False)
     c.pop("hydra", None)
-    return OmegaConf.to_container(OmegaConf.create(c), resolve=True)
+    return OmegaConf.create(c)
 
 
 def _output_dir(cfg, multirun: bool) -> Path | None:

@@ -4,27 +4,43 @@ The trainer keeps its own copy of what Hydra wrote into `.hydra/` the first time
 (`.bnrepro/`, with `identity.json`: the hash and the resolved config). Hydra rewrites `.hydra/` before every
 task starts, so a later launch in the same dir restores the original files: the dir always describes the
 config its metrics came from. A launch whose hash differs is refused (one line naming what differs), or, with
-`trainer.overwrite=true`, the old run is moved aside (never deleted) and the new one starts fresh.
+`trainer.overwrite=true`, the old run's own files are moved aside (never deleted) and the new one starts fresh.
+
+A run dir is never a folder of the user's: a dir that holds anything but a run's own files (RUN_FILES) is
+refused, so `hydra.run.dir=.` in a repository cannot write into it or move it. And one process at a time
+trains a run: `RunLock`, an flock the kernel releases when its holder dies (a SIGKILL leaves no stale lock).
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from bnrepro import ConfigError, flatten
+from bnrepro import ConfigError, atomic, flatten
 
 # Keys that do not change a run's numbers: where it logs, where files live, how fast it goes, how it shows.
-IGNORED = ("logger", "trainer.device", "trainer.progress", "trainer.ckpt_every", "trainer.overwrite",
-           "trainer.compile", "data.root", "data.download", "data.workers", "hydra")
+IGNORED = ("logger", "trainer.device", "trainer.progress", "trainer.progress_every_s", "trainer.ckpt_every",
+           "trainer.overwrite", "trainer.wait_for_lock", "trainer.compile", "data.root", "data.download",
+           "data.workers", "hydra")
 OWN = ".bnrepro"          # the trainer's copy of the first .hydra/ and identity.json
 ASIDE = ".aside"          # where trainer.overwrite=true moves an old run (a hidden folder beside the run dir)
+LOCK = ".lock"            # RunLock's file: the PID and host of the process training the run
+# Everything a run dir may hold: what the trainer, Hydra (.hydra/, <job>.log) and W&B write, and their temp files.
+RUN_FILES = {".hydra", OWN, LOCK, "metrics.jsonl", "summary.json", "checkpoints", "wandb"}
+MOVED_ASIDE = RUN_FILES - {".hydra", LOCK}  # a run's own files: .hydra/ is this launch's, the lock is held
+
+
+def is_run_file(name: str) -> bool:
+    return name in RUN_FILES or name.endswith(".log") or name.startswith((".summary.json.tmp", ".metrics.jsonl.tmp"))
 
 
 def identity_config(cfg: DictConfig | dict) -> dict:
@@ -47,9 +63,7 @@ def differences(old: dict, new: dict, limit: int = 4) -> str:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    atomic.write_json(path, obj, indent=1, default=str)
 
 
 def recorded(run_dir: Path) -> dict | None:
@@ -73,18 +87,38 @@ def holds_results(run_dir: Path) -> bool:
     return any((run_dir / p).exists() for p in ("summary.json", "metrics.jsonl", "checkpoints"))
 
 
-def claim_dir(cfg: DictConfig, run_dir: Path, overwrite: bool = False) -> str:
+def refuse_foreign(run_dir: Path) -> None:
+    """ConfigError when run_dir holds anything a run does not write (a repository, a user's files)."""
+    run_dir = Path(run_dir)
+    foreign = sorted(p.name for p in run_dir.iterdir() if not is_run_file(p.name)) if run_dir.is_dir() else []
+    if foreign:
+        shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
+        raise ConfigError(f"{run_dir.absolute()} is not a run dir: it holds {shown}, which no run writes; bnrepro trains "
+                          "only in a new or empty dir or one of its own runs: choose another hydra.run.dir=... "
+                          "(hydra.sweep.dir=... for -m)")
+
+
+def same_config(old: dict, cfg) -> bool:
+    """The recorded run is of this config: the same hash, or (a hash made when other keys counted, before a
+    key joined IGNORED) the same identity config."""
+    return old["config_hash"] == config_hash(cfg) or bool(old["config"]) and \
+        identity_config(old["config"]) == identity_config(cfg)
+
+
+def claim_dir(cfg: DictConfig, run_dir: Path, overwrite: bool = False, code: dict | None = None) -> str:
     """Make run_dir this config's run dir and return the config's hash.
 
-    A new dir records the config (a copy of Hydra's .hydra/ and identity.json). A dir of the same config
-    gets its original .hydra/ back. A dir of another config raises ConfigError, or, with overwrite, is moved
-    to <parent>/.aside/<name>-<time> and this run starts fresh."""
+    A new dir records the config (a copy of Hydra's .hydra/ and identity.json, with `code`: the code version it
+    started from). A dir of the same config gets its original .hydra/ back (and a warning when its code
+    differs from `code`). A dir of another config raises ConfigError, or, with overwrite, has its run moved
+    to <parent>/.aside/<name>-<time> and this run starts fresh. A dir holding anything else is refused."""
     run_dir, own = Path(run_dir), Path(run_dir) / OWN
+    refuse_foreign(run_dir)
     h = config_hash(cfg)
     old = recorded(run_dir)
     if old is None and holds_results(run_dir):
         old = {"config_hash": None, "config": {}}  # results from a run that recorded no config: not ours to reuse
-    if old is not None and old["config_hash"] != h:
+    if old is not None and not same_config(old, cfg):
         if not overwrite:
             restore_hydra(run_dir)  # Hydra rewrote .hydra/ for this launch: the old run keeps its own
             what = differences(old["config"], cfg) if old["config"] else "the old run recorded no config"
@@ -98,10 +132,32 @@ def claim_dir(cfg: DictConfig, run_dir: Path, overwrite: bool = False) -> str:
         if (run_dir / ".hydra").is_dir():
             shutil.rmtree(own / "hydra", ignore_errors=True)
             shutil.copytree(run_dir / ".hydra", own / "hydra")
-        _write_json(own / "identity.json", {"config_hash": h, "config": OmegaConf.to_container(cfg, resolve=True)})
+        _write_json(own / "identity.json", {"config_hash": h, "config": OmegaConf.to_container(cfg, resolve=True),
+                                            "code": code})
     else:
         restore_hydra(run_dir)
+        started = old.get("code")
+        if code and started and code_key(started) != code_key(code):
+            print(f"warning: {run_dir} was started from code {describe(started)} and resumes from "
+                  f"{describe(code)}: its numbers come from two versions of the code", file=sys.stderr)
     return h
+
+
+def code_key(code: dict) -> tuple:
+    return code.get("git_rev"), code.get("code_hash")
+
+
+def describe(code: dict) -> str:
+    return f"{code.get('git_rev')}" + (f" with uncommitted changes {code.get('code_hash')}" if code.get("git_dirty")
+                                       else "")
+
+
+def started_from(run_dir: Path) -> dict | None:
+    """The code version a run dir's run started from (identity.json's `code`), None for older runs."""
+    try:
+        return json.loads((Path(run_dir) / OWN / "identity.json").read_text()).get("code")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def restore_hydra(run_dir: Path) -> None:
@@ -117,14 +173,67 @@ def restore_hydra(run_dir: Path) -> None:
 
 
 def move_aside(run_dir: Path) -> Path:
-    """Move the old run out of run_dir (keeping the .hydra/ of this launch in place) and say where."""
+    """Move the old run's own files out of run_dir (keeping the .hydra/ of this launch and the lock in place)
+    and say where."""
     run_dir = Path(run_dir)
+    refuse_foreign(run_dir)
     aside = run_dir.parent / ASIDE / f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     aside.mkdir(parents=True)
     for entry in run_dir.iterdir():
-        if entry.name != ".hydra" and not entry.name.endswith(".log"):
+        if entry.name in MOVED_ASIDE:
             os.replace(entry, aside / entry.name)
     if (aside / OWN / "hydra").is_dir():
         shutil.copytree(aside / OWN / "hydra", aside / ".hydra")
     print(f"warning: trainer.overwrite=true: the old run in {run_dir} moved to {aside}", file=sys.stderr)
     return aside
+
+
+class RunLocked(ConfigError):
+    """Another process holds the run dir's lock."""
+
+
+class RunLock:
+    """An exclusive lock on a run dir for the life of one process's training of it (`with RunLock(d, wait):`).
+
+    flock on `<run dir>/.lock`: released by the kernel when the holder exits, however it dies. The file holds
+    the holder's PID and host, which the refusal names. wait=False: a held lock raises RunLocked (exit 2);
+    wait=True: wait for the holder to finish (then the run is skipped as finished, or resumed)."""
+
+    def __init__(self, run_dir: Path, wait: bool = False):
+        self.path, self.wait, self.fd = Path(run_dir) / LOCK, wait, None
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                who = self.holder()
+                if not self.wait:
+                    raise RunLocked(f"{self.path.parent} is being trained by another process ({who}): "
+                                    "wait for it, stop it, or add trainer.wait_for_lock=true to wait") from None
+                print(f"{self.path.parent}: waiting for the process that trains it ({who})",
+                      file=sys.stderr, flush=True)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None

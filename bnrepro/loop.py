@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
+import hashlib
 import math
 import os
 import signal
@@ -37,7 +39,7 @@ from bnrepro import probes as probe_registry
 from bnrepro.probes import LoopProbe, StepView, watching
 from bnrepro.progress import Progress, run_label
 from bnrepro.resources import Resources, from_config, machine
-from bnrepro.tracking import Tracker
+from bnrepro.tracking import Tracker, write_status
 
 # Set here, not in train.py: a sweep launched as `python -m bnrepro.train` pickles its task by value into
 # joblib's workers, which then import this module but never train.py.
@@ -57,12 +59,33 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def git_rev() -> str:
+def _git(*args: str) -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(bnrepro.__file__).parent,
-                              capture_output=True, text=True, timeout=10).stdout.strip() or "unknown"
+        out = subprocess.run(["git", *args], cwd=Path(bnrepro.__file__).parent, capture_output=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
+    return out.stdout.decode(errors="replace") if out.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> dict:
+    """The code a run is made from: `git_rev`, `git_dirty` (uncommitted changes to tracked files under
+    bnrepro/ or configs/, the ones that shape a run's numbers) and `code_hash` (of that diff, so two dirty runs
+    say whether they ran the same changes). None where there is no git checkout. Once per process: the code a
+    process runs is the code it imported."""
+    rev = (_git("rev-parse", "--short", "HEAD") or "").strip()
+    if not rev:
+        return {"git_rev": "unknown", "git_dirty": None, "code_hash": None}
+    top = (_git("rev-parse", "--show-toplevel") or "").strip()
+    diff = _git("-C", top, "diff", "HEAD", "--", "bnrepro", "configs") if top else None
+    if diff is None:
+        return {"git_rev": rev, "git_dirty": None, "code_hash": None}
+    return {"git_rev": rev, "git_dirty": bool(diff),
+            "code_hash": hashlib.sha256(diff.encode()).hexdigest()[:12] if diff else None}
+
+
+def git_rev() -> str:
+    return code_version()["git_rev"]
 
 
 class Speed:
@@ -444,7 +467,9 @@ def summarize(run: Run, state: RunState, status: str, final_eval: dict, wall_s: 
     """summary.json: the run's scores, its identity and where it ran."""
     cfg, row = run.cfg, state.row
     diverged = status == "diverged"  # a diverged run scores 0.0: its last loss was NaN/inf
-    return {"status": status, "score": 0.0 if diverged else mean(state.recent_test), "score_k": run.score_k,
+    # score_k: the evaluations the score averages (fewer than trainer.score_last_k when the run had fewer)
+    return {"status": status, "score": 0.0 if diverged else mean(state.recent_test),
+            "score_k": len(state.recent_test) or run.score_k,
             "val_score": (0.0 if diverged else mean(state.recent_val)) if run.has_val else None,
             "final_acc": row.get("test_acc"), "final_train_acc": row.get("train_acc"),
             "best_val_acc": state.best_val_acc, "best_val_step": state.best_val_step,
@@ -452,8 +477,15 @@ def summarize(run: Run, state: RunState, status: str, final_eval: dict, wall_s: 
             "steps_to_split": "val" if run.has_val else "test", "diag_best_test_acc": state.diag_best_test_acc,
             "steps": state.step, "diverged_at": state.diverged_at, "final_eval": final_eval, "wall_s": wall_s,
             "params": run.params, "name": cfg.name, "claim": cfg.get("claim"), "scale": cfg.get("scale_name"),
-            "git_rev": git_rev(), "torch_version": torch.__version__, "world_size": run.world,
+            **code_version(), "torch_version": torch.__version__, "world_size": run.world,
             "config_hash": run.config_hash, "threads": run.threads, "machine": machine()}
+
+
+def status_record(cfg, config_hash: str | None, status: str, **extra) -> dict:
+    """summary.json of a run without scores: `started` (written first, so even a full disk later finds a file
+    to record the failure in), `interrupted` (SIGTERM: resumable) or `failed` (with its one-line `error`)."""
+    return {"status": status, **extra, "config_hash": config_hash, "name": cfg.get("name"), "claim": cfg.get("claim"),
+            "scale": cfg.get("scale_name"), **code_version()}
 
 
 def fit(cfg, run_dir: Path, multirun: bool = False, config_hash: str | None = None,
@@ -466,8 +498,8 @@ def fit(cfg, run_dir: Path, multirun: bool = False, config_hash: str | None = No
     start = time.perf_counter()
     run = build_run(cfg, run_dir, config_hash, resources)
     state, resumed = restore(run)
-    now = Clock(state.wall_s, start)
     tracker = Tracker(cfg, run_dir, enabled=run.main, wandb_id=state.wandb_id, resume_step=state.step)
+    now = Clock(state.wall_s, start + tracker.wandb_s)  # a W&B server's stall is not the run's time
     state.wandb_id = tracker.wandb_id
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if run.main else (lambda msg: None)
     label = run_label(cfg, run_dir, multirun)
@@ -480,11 +512,12 @@ def fit(cfg, run_dir: Path, multirun: bool = False, config_hash: str | None = No
             status, interrupted = train_steps(run, state, now, tracker, progress, stop, say, label)
             if interrupted:
                 tracker.close()
-                say(f"{label}: {signal.Signals(interrupted).name} after step {state.step}: checkpoint saved "
-                    f"in {run.ckpt_dir}; rerun the same command to resume")
-                progress.finish({"status": "interrupted", "wall_s": now()}, run_dir)
+                out = {"status": "interrupted", "steps": state.step, "signal": signal.Signals(interrupted).name}
+                if run.main:  # a status the report lists, written before submitit's handler may exit
+                    write_status(Path(run_dir) / "summary.json", status_record(cfg, config_hash, **out))
+                progress.finish({**out, "wall_s": now()}, run_dir)
                 stop.forward()  # submitit's handler requeues the job (and exits)
-                return {"status": "interrupted", "steps": state.step}
+                return out
         final_eval = (final_evals(run.model, cfg, run.data, run.speed, run.device, run.rank, run.world)
                       if status == "completed" else {})
     finally:

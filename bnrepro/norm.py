@@ -128,7 +128,8 @@ class GhostBatchNorm(_AnyDimBatchNorm):
 
 
 def _ramp(step: float, start: float, end: float) -> float:
-    """0 up to `start`, then linearly to 1 at `end`, 1 after (a step function at `start` when end <= start)."""
+    """0 up to `start`, then linearly to 1 at `end`, 1 after (a step function at `start` when end == start).
+    An `end` before `start` would return 1 from `end`, inside the hold: check_brn_schedule refuses it."""
     if step >= end:
         return 1.0
     return 0.0 if step <= start else (step - start) / (end - start)
@@ -324,6 +325,37 @@ class SequenceInstanceNorm(nn.InstanceNorm1d):
         return super().forward(x)
 
 
+def brn_schedule(hold: int, r_max_at: int, d_max_at: int, warmup: int | None) -> tuple[int, int, int]:
+    """Batch Renorm's (hold, r_max_at, d_max_at) in training steps. With model.brn_warmup set, the paper's
+    5k/40k/25k shape is kept and scaled so that r_max arrives at step brn_warmup: a short run (cpu scale)
+    gets the same hold-then-relax sequence in proportion to its length rather than a schedule it never
+    reaches."""
+    if warmup is None:
+        return hold, r_max_at, d_max_at
+    scale = warmup / max(r_max_at, 1)
+    return round(hold * scale), warmup, round(d_max_at * scale)
+
+
+def check_brn_schedule(hold: int, r_max_at: int, d_max_at: int, warmup: int | None) -> None:
+    """ConfigError unless r_max and d_max both start relaxing at the end of the hold: a limit that reaches its
+    full value before `hold` (r_max_at or d_max_at < hold) would apply it in the middle of the plain-BN phase.
+    Checked on the schedule that runs, i.e. after brn_warmup's scaling. The schema (at the door) and Norm
+    both call it."""
+    if min(hold, r_max_at, d_max_at) < 0 or (warmup is not None and warmup < 0):
+        raise ConfigError(f"model.brn_hold={hold}, brn_rmax_at={r_max_at}, brn_dmax_at={d_max_at}, brn_warmup="
+                          f"{warmup}: set steps >= 0 (brn_warmup: null for the absolute schedule)")
+    h, r, d = brn_schedule(hold, r_max_at, d_max_at, warmup)
+    early = [f"model.{key}={value}" for key, value, at in (("brn_rmax_at", r_max_at, r), ("brn_dmax_at", d_max_at, d))
+             if at < h]
+    if early:
+        scaled = "" if warmup is None else \
+            f" (as scaled by model.brn_warmup={warmup}: hold to step {h}, r_max at {r}, d_max at {d})"
+        raise ConfigError(f"{' and '.join(early)} {'are' if len(early) > 1 else 'is'} before the end of "
+                          f"model.brn_hold={hold}{scaled}, so a clipping limit reaches its full value inside the "
+                          "plain-BN hold; set model.brn_rmax_at and model.brn_dmax_at >= model.brn_hold (the paper: "
+                          "hold 5000, r_max at 40000, d_max at 25000)")
+
+
 @dataclass(frozen=True)
 class Norm:
     """Builds the normalization layer for `channels` channels. `dim` follows torch's BatchNorm1d/2d: 1 takes
@@ -356,20 +388,11 @@ class Norm:
         if self.brn_rmax < 1 or self.brn_dmax < 0:
             raise ConfigError(f"model.brn_rmax={self.brn_rmax}, model.brn_dmax={self.brn_dmax}: "
                               f"set model.brn_rmax >= 1 and model.brn_dmax >= 0")
-        if min(self.brn_schedule()) < 0 or (self.brn_warmup is not None and self.brn_warmup < 0):
-            raise ConfigError(f"model.brn_hold={self.brn_hold}, brn_rmax_at={self.brn_rmax_at}, brn_dmax_at="
-                              f"{self.brn_dmax_at}, brn_warmup={self.brn_warmup}: set steps >= 0 (brn_warmup: "
-                              "null for the absolute schedule)")
+        check_brn_schedule(self.brn_hold, self.brn_rmax_at, self.brn_dmax_at, self.brn_warmup)
 
     def brn_schedule(self) -> tuple[int, int, int]:
-        """Batch Renorm's (hold, r_max_at, d_max_at) in training steps. With model.brn_warmup set, the paper's
-        5k/40k/25k shape is kept and scaled so that r_max arrives at step brn_warmup: a short run (cpu scale)
-        gets the same hold-then-relax sequence in proportion to its length rather than a schedule it never
-        reaches."""
-        if self.brn_warmup is None:
-            return self.brn_hold, self.brn_rmax_at, self.brn_dmax_at
-        scale = self.brn_warmup / max(self.brn_rmax_at, 1)
-        return round(self.brn_hold * scale), self.brn_warmup, round(self.brn_dmax_at * scale)
+        """Batch Renorm's (hold, r_max_at, d_max_at) in training steps (see `brn_schedule`)."""
+        return brn_schedule(self.brn_hold, self.brn_rmax_at, self.brn_dmax_at, self.brn_warmup)
 
     @property
     def weight_norm(self) -> bool:

@@ -41,8 +41,11 @@ def summary_line(label: str, summary: dict, run_dir) -> str:
 
     `score` is the mean test accuracy over the last `score_k` evaluations; a summary without it (older runs)
     falls back to the test accuracy at the last evaluation."""
+    if summary.get("status") == "interrupted":
+        return (f"{label}: interrupted by {summary.get('signal', 'a signal')} after step {summary.get('steps')}: "
+                f"checkpoint saved, rerun the same command to resume; run dir {run_dir}")
     if summary.get("score") is not None:
-        score, what = summary["score"], f"mean test acc over the last {summary.get('score_k') or 'k'} evals"
+        score, what = summary["score"], f"mean test acc over the last {summary.get('score_k') or 'k'} eval{'' if summary.get('score_k') == 1 else 's'}"
     else:
         score, what = summary.get("final_acc"), "test acc at the last eval"
     shown = "n/a" if score is None else f"{score:.4f}"

@@ -2,12 +2,17 @@
 
 Each config group is a pydantic model with `extra="forbid"`, so a typo (`+optim.lrr=0.1`, `+foo=1`) is an
 unknown key, not a silently ignored one. Keys that only some group options use (model.depth for resnet_cifar,
-data.crop_size for imagenet) are declared optional. `validate(cfg)` raises ConfigError with one line that
-names the key, the value and the fix.
+data.crop_size for imagenet) are declared optional. Types are strict (issue 19): a string, even "0.1" or what
+${oc.env:...} gives, is not a number, nor is a bool, and a float is not an int (an int is fine where a float is
+declared); every number anywhere in the tree must be finite and fit float32, the precision the model trains in.
+Such values used to pass and fail late (a TypeError, a float overflow) or train to a "diverged" result.
+`validate(cfg)` raises ConfigError with one line that names the key, the value and the fix.
 """
 from __future__ import annotations
 
 import difflib
+import math
+import re
 from typing import Any, Literal, Optional, Union
 
 from omegaconf import DictConfig, OmegaConf
@@ -26,8 +31,35 @@ PosFloat = Field(gt=0)
 Auto = Literal["auto"]
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max: a larger LR overflows in the optimizer
+
+
+def _check_numbers(value, path: str = "") -> None:
+    """ValueError for the first inf, nan or beyond-float32 number in a (nested) value, named by its dotted path.
+    A walk rather than a field type, so that it also covers the free-form fields (eval_at, claims, c15_model)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_numbers(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_numbers(v, f"{path}[{i}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{path}={value}: set a finite number (inf and nan are refused everywhere)")
+        if abs(value) > FLOAT32_MAX:  # an int too: it becomes a float32 in the model (an LR, a scale)
+            raise ValueError(f"{path}={value} does not fit float32 (|x| <= {FLOAT32_MAX!r}), the precision the "
+                             f"model trains in: set a smaller {path}")
+
+
 class Group(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: no str -> number, float -> int or int/str -> bool coercion (an int still passes for a float)
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finite(cls, data):
+        _check_numbers(data)
+        return data
 
 
 class Data(Group):
@@ -140,6 +172,7 @@ class Trainer(Group):
     channels_last: Union[Auto, bool] = "auto"
     compile: bool = False
     overwrite: bool = False
+    wait_for_lock: bool = False                  # wait for another process's lock on the run dir instead of exiting 2
 
     @model_validator(mode="after")
     def _ranges(self):
@@ -204,6 +237,10 @@ class TrainConfig(Group):
                              "that divides the batch")
         if any(not 0 < t <= 1 for t in self.targets):
             raise ValueError(f"targets={self.targets}: accuracies in (0, 1]")
+        from bnrepro.norm import check_brn_schedule  # declared with the schedule it checks (imports torch: lazily)
+
+        m = self.model  # here, not in Model: the message names its keys in full (model.brn_*), as Norm's does
+        check_brn_schedule(m.brn_hold, m.brn_rmax_at, m.brn_dmax_at, m.brn_warmup)
         return self
 
 
@@ -216,8 +253,26 @@ def _fields(model: type[BaseModel], path: tuple) -> list[str]:
     return sorted(model.model_fields)
 
 
-def _message(err: dict) -> str:
-    loc = tuple(p for p in err["loc"] if not isinstance(p, int))
+NUMBER_TYPES = ("int_type", "float_type")  # strict mode's errors for a value of the wrong type where a number belongs
+UNION_TAG = re.compile(r"int|float|bool|str|[\w-]+\[.*\]")  # how pydantic names a Union member in an error's loc
+
+
+def _key(loc) -> tuple:
+    """The config keys of an error's loc: without list indices and Union member tags (data.workers.int)."""
+    return tuple(p for p in loc if not isinstance(p, int) and not UNION_TAG.fullmatch(str(p)))
+
+
+def _raw(raw, loc: tuple):
+    """The value at loc in the unresolved config (an interpolation's own text), or None."""
+    for part in loc:
+        if not isinstance(raw, dict):
+            return None
+        raw = raw.get(part)
+    return raw
+
+
+def _message(err: dict, raw: dict | None = None) -> str:
+    loc = _key(err["loc"])
     key = ".".join(str(p) for p in loc)
     if err["type"] == "extra_forbidden":
         valid = _fields(TrainConfig, loc[:-1])
@@ -231,14 +286,48 @@ def _message(err: dict) -> str:
     if err["type"] == "value_error":  # our own validators: the message names key and fix
         return f"{key + '.' if key else ''}{msg}"
     value = err.get("input")
-    return f"{key}={value!r}: {msg[0].lower() + msg[1:]}; fix {key} on the command line or in its config file"
+    head = f"{key}={value!r}: {msg[0].lower() + msg[1:]}"
+    if err["type"] in NUMBER_TYPES and isinstance(value, str):
+        source = _raw(raw, loc)
+        via = f"the string that {source} gives" if isinstance(source, str) and "${" in source else ""
+        try:
+            float(value)
+        except ValueError:
+            if via:
+                return f"{head}, not {via}: set a number"
+        else:
+            if via:  # ${oc.env:...} always gives a string; oc.decode parses it (quoted: Hydra's grammar nests no ${})
+                return (f"{head}, not {via}: write '{key}=\"${{oc.decode:{source}}}\"' on the command line "
+                        f"({loc[-1]}: ${{oc.decode:{source}}} in a config file) to read it as a number, or set a "
+                        "number")
+            return f"{head}, not a string: write {key}={value} without quotes"
+    if err["type"] == "int_type" and isinstance(value, float) and value.is_integer():
+        return f"{head}: write {key}={int(value)}"  # 1e4 or 100.0 on the command line is a float
+    return f"{head}; fix {key} on the command line or in its config file"
+
+
+def _first(errors: list[dict]) -> dict:
+    """The first error, with the other members' errors of a Union field (data.workers: 'auto' or an int)
+    merged into one message."""
+    first = errors[0]
+    if first["type"] in ("value_error", "extra_forbidden", "missing"):
+        return first
+    same = [e for e in errors if _key(e["loc"]) == _key(first["loc"]) and e["type"] != "value_error"]
+    if len(same) < 2:
+        return first
+    msgs = list(dict.fromkeys(e["msg"] for e in same))
+    number = next((e["type"] for e in same if e["type"] in NUMBER_TYPES), first["type"])
+    msg = " or ".join([msgs[0], *(m.removeprefix("Input should be ") for m in msgs[1:])])
+    return {**first, "type": number, "msg": msg}
 
 
 def validate(cfg: DictConfig | dict) -> TrainConfig:
-    """The checked config, or ConfigError with one line for the first bad value."""
+    """The checked config, or ConfigError with one line for the first bad value. Given a DictConfig, the
+    message can name an interpolation that gave a bad value."""
+    raw = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else None
     tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     tree = {k: v for k, v in tree.items() if k != "hydra"}
     try:
         return TrainConfig.model_validate(tree)
     except ValidationError as e:
-        raise ConfigError(_message(e.errors()[0])) from None
+        raise ConfigError(_message(_first(e.errors()), raw)) from None

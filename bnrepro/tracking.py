@@ -11,11 +11,16 @@ import netrc
 import os
 import secrets
 import sys
+import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from bnrepro import atomic
 from bnrepro.arms import arm_of
+
+
+ONLINE_TIMEOUT_S = 20  # how long a run waits for the W&B server before it logs offline instead
 
 
 def _finite_or_none(v):
@@ -23,10 +28,19 @@ def _finite_or_none(v):
 
 
 def write_json(path: Path, obj) -> None:
-    """Atomic: a reader never sees a half-written file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False))
-    os.replace(tmp, path)
+    """Atomic: a reader never sees a half-written file (bnrepro/atomic.py)."""
+    atomic.write_json(path, obj, indent=2, allow_nan=False)
+
+
+def write_status(path: Path, summary: dict) -> None:
+    """summary.json for a run that did not finish (failed, interrupted): atomically when the disk allows, else
+    written in place, into the blocks of the summary.json the run started with (a full disk has no room for a
+    temporary file beside it, and a failure must still be a status the report can read)."""
+    try:
+        write_json(path, summary)
+    except OSError:
+        with open(path, "w") as f:  # the truncation frees the old summary's block for this one
+            f.write(json.dumps(summary, indent=2, allow_nan=False))
 
 
 def wandb_mode() -> str:
@@ -53,9 +67,8 @@ def truncate_rows(path: Path, last_step: int) -> None:
     kept = [line for line in rows if last_step > 0 and (row := _parse(line)) is not None
             and row.get("step", 0) <= last_step]
     if len(kept) != len(rows) or (text and not text.endswith("\n")):
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        with atomic.writing(path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept))
 
 
 def _parse(line: str) -> dict | None:
@@ -72,7 +85,7 @@ class Tracker:
     start); `wandb_id` the W&B run to continue (W&B's resume="allow")."""
 
     def __init__(self, cfg, run_dir: Path, enabled: bool = True, wandb_id: str | None = None, resume_step: int = 0):
-        self.run_dir, self.enabled, self.wandb = Path(run_dir), enabled, None
+        self.run_dir, self.enabled, self.wandb, self.wandb_s = Path(run_dir), enabled, None, 0.0
         if not enabled:
             return
         truncate_rows(self.run_dir / "metrics.jsonl", resume_step)
@@ -81,21 +94,36 @@ class Tracker:
             self.wandb = self._start_wandb(cfg, wandb_id)
 
     def _start_wandb(self, cfg, wandb_id):
+        """The W&B run, online when logged in. An unreachable server is no reason to lose the mirror or to wait
+        W&B's default 90 s: after ONLINE_TIMEOUT_S the run is logged offline instead (`wandb sync` it later).
+        The seconds spent here are kept in `wandb_s`, which the run's wall time leaves out."""
+        start = time.perf_counter()
         try:
             import wandb
 
             tags = [t for t in (cfg.get("scale_name"), cfg.get("claim")) if t]
             # group = experiment, job type = arm: what the report's dashboards filter and group by
             # our own id, chosen before the first checkpoint stores it, so a resumed run continues this one
-            return wandb.init(project=cfg.logger.project, entity=cfg.logger.get("entity"), group=cfg.name,
-                              job_type=arm_of(cfg) or None, tags=tags, config=OmegaConf.to_container(cfg, resolve=True), dir=str(self.run_dir),
-                              id=wandb_id or secrets.token_hex(4), resume="allow", mode=wandb_mode(),
-                              name=self.run_dir.name, reinit="finish_previous",
-                              settings=wandb.Settings(silent=True, console="off"))
+            kwargs = dict(project=cfg.logger.project, entity=cfg.logger.get("entity"), group=cfg.name,
+                          job_type=arm_of(cfg) or None, tags=tags, config=OmegaConf.to_container(cfg, resolve=True),
+                          dir=str(self.run_dir), id=wandb_id or secrets.token_hex(4), resume="allow",
+                          name=self.run_dir.name, reinit="finish_previous")
+            mode = wandb_mode()
+            try:
+                return wandb.init(mode=mode, settings=wandb.Settings(silent=True, console="off",
+                                                                      init_timeout=ONLINE_TIMEOUT_S), **kwargs)
+            except Exception as e:  # noqa: BLE001 - no server, no login: keep an offline copy instead
+                if mode != "online":
+                    raise
+                print(f"warning: W&B online failed ({type(e).__name__}: {' '.join(str(e).split())[:120]}); this run "
+                      f"is logged offline in {self.run_dir / 'wandb'}: wandb sync it later", file=sys.stderr)
+                return wandb.init(mode="offline", settings=wandb.Settings(silent=True, console="off"), **kwargs)
         except Exception as e:  # noqa: BLE001 - W&B is a mirror: no failure of it may stop training
             print(f"warning: W&B disabled for this run ({type(e).__name__}: {e}); files in {self.run_dir} "
                   "are the record", file=sys.stderr)
             return None
+        finally:
+            self.wandb_s = time.perf_counter() - start
 
     @property
     def wandb_id(self) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -18,10 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from bnrepro import ConfigError, door
 from bnrepro import distributed as dist
-from bnrepro.identity import OWN, claim_dir, holds_results, restore_hydra
-from bnrepro.loop import fit, git_rev, pick_device
+from bnrepro.data import check_available
+from bnrepro.identity import OWN, RunLock, RunLocked, claim_dir, holds_results, refuse_foreign, restore_hydra
+from bnrepro.loop import code_version, fit, pick_device, status_record
 from bnrepro.schema import validate
-from bnrepro.tracking import write_json
+from bnrepro.tracking import write_json, write_status
 
 FINISHED = ("completed", "diverged")
 
@@ -48,31 +50,48 @@ def one_line(e: BaseException) -> str:
 def train(cfg: DictConfig, run_dir: str | Path | None = None, multirun: bool = False) -> dict:
     """Run one training job in run_dir (default: Hydra's output dir) and return its summary.
 
-    The config is checked first (nothing is written for a bad one). A run dir belongs to one config (its
-    hash): a finished run of this config is not repeated, a started one resumes, one of another config is
-    refused (or moved aside with trainer.overwrite=true). Any exception after that is recorded as
-    summary.json status `failed` with a one-line `error`, then raised.
+    The config and its dataset are checked first (nothing is written for a bad one), and a dir that holds
+    anything but a run is refused. One process at a time trains a run dir (identity.RunLock: a second one
+    exits 2 naming the holder, or waits with trainer.wait_for_lock=true, as a sweep's jobs always do, so two
+    identical sweeps train each run once). A run dir belongs to one config (its hash): a finished run of this
+    config is not repeated, a started one resumes, one of another config is refused (or moved aside with
+    trainer.overwrite=true). summary.json says `started` from then on; any exception is recorded there as
+    status `failed` with a one-line `error`, then raised; a SIGTERM as `interrupted`.
     """
     validate(cfg)
+    check_available(cfg.data)
     run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
+    refuse_foreign(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    h = claim_dir(cfg, run_dir, overwrite=bool(cfg.trainer.get("overwrite", False))) if dist.is_main() else None
+    if not dist.is_main():  # rank 0 owns the dir and its files; the others only train
+        return fit(cfg, run_dir, multirun=multirun)
+    try:
+        lock = RunLock(run_dir, wait=bool(cfg.trainer.get("wait_for_lock", False)) or multirun).__enter__()
+    except RunLocked:
+        restore_hydra(run_dir)  # this launch's Hydra rewrote .hydra/ of the run the holder trains
+        raise
+    try:
+        return _train_locked(cfg, run_dir, multirun)
+    finally:
+        lock.__exit__()
+
+
+def _train_locked(cfg: DictConfig, run_dir: Path, multirun: bool) -> dict:
+    h = claim_dir(cfg, run_dir, overwrite=bool(cfg.trainer.get("overwrite", False)), code=code_version())
     summary_path = run_dir / "summary.json"
     summary = _read_summary(summary_path)
     if summary and summary.get("status") in FINISHED:
         print(f"{run_dir}: already {summary['status']} (config {h}), skipped", file=sys.stderr)
         return summary
     config_path = run_dir / ".hydra" / "config.yaml"
-    if dist.is_main() and not config_path.exists():  # Hydra writes it for CLI runs; direct calls get it here
+    if not config_path.exists():  # Hydra writes it for CLI runs; direct calls get it here
         config_path.parent.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, config_path, resolve=True)
     try:
+        write_json(summary_path, status_record(cfg, h, "started"))
         return fit(cfg, run_dir, multirun=multirun, config_hash=h)
     except Exception as e:
-        if dist.is_main():
-            write_json(summary_path, {"status": "failed", "error": one_line(e), "config_hash": h,
-                                      "name": cfg.get("name"), "claim": cfg.get("claim"),
-                                      "scale": cfg.get("scale_name"), "git_rev": git_rev()})
+        write_status(summary_path, status_record(cfg, h, "failed", error=one_line(e)))
         raise
 
 
@@ -99,6 +118,15 @@ def fail(e: BaseException, run_dir: Path, multirun: bool, code: int) -> None:
     sys.exit(code)
 
 
+def interrupted(summary: dict, run_dir: Path, multirun: bool) -> None:
+    """A preempted run is not a success: exit 128 + the signal's number (143 for SIGTERM), as a shell reports a
+    process the signal killed, so a scheduler or script tells it from a finished run; in a sweep, fail the
+    sweep once the other jobs are done."""
+    if multirun:
+        raise JobFailed(f"error: a job of this sweep was interrupted ({run_dir}): rerun the sweep to resume it")
+    sys.exit(128 + signal.Signals[summary.get("signal", "SIGTERM")].value)
+
+
 def shared_run_dir(own: Path) -> Path:
     """All torchrun ranks use rank 0's Hydra output dir (their own timestamps may differ by a second); a rank
     whose Hydra made another dir removes what Hydra put there."""
@@ -120,19 +148,23 @@ def hydra_main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         validate(cfg)
+        check_available(cfg.data)
     except ConfigError as e:
         remove_stub(run_dir)
         fail(e, run_dir, multirun, 2)
+    summary = {}
     try:
         dist.init(pick_device(cfg.trainer.device).type)
         run_dir = shared_run_dir(run_dir)
-        train(cfg, run_dir, multirun=multirun)
+        summary = train(cfg, run_dir, multirun=multirun)
     except ConfigError as e:
         fail(e, run_dir, multirun, 2)
     except Exception as e:  # noqa: BLE001 - recorded in summary.json by train(); reported in one line here
         fail(e, run_dir, multirun, 1)
     finally:
         dist.teardown()
+    if summary.get("status") == "interrupted":
+        interrupted(summary, run_dir, multirun)
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ def test_two_process_ddp_equals_one_process_without_bn(tmp_path):
     # only rank 0 writes: one line per eval, one checkpoint folder, one copy of the config
     assert res.stderr.count("step 20/60") == 1
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
-        ".bnrepro", ".hydra", "checkpoints", "metrics.jsonl", "summary.json", "train.log"]
+        ".bnrepro", ".hydra", ".lock", "checkpoints", "metrics.jsonl", "summary.json"]
 
 
 # a second torchrun (~25 s on 2 cores): the issue asks for it in the default run

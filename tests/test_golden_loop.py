@@ -36,7 +36,7 @@ GOLDEN = Path(__file__).parent / "data" / "golden_loop"
 WRITE = os.environ.get("BNREPRO_GOLDEN_WRITE") == "1"
 # what depends on the machine, the clock or the commit rather than on the run's numbers
 ROW_TIMING = {"wall_s", "examples_per_s"}
-SUMMARY_MACHINE = {"wall_s", "git_rev", "machine", "threads", "torch_version"}
+SUMMARY_MACHINE = {"wall_s", "git_rev", "git_dirty", "code_hash", "machine", "threads", "torch_version"}
 # the hash of the resolved config: stored, but not compared, so that a new config option (C11-C15's) does not
 # fail these runs whose numbers it leaves alone
 IDENTITY = "config_hash"
@@ -104,7 +104,7 @@ def test_golden_sigterm_resumed_run(tmp_path, monkeypatch):
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(Tracker, "log", log_then_sigterm)
-    assert train(cfg, run_dir=tmp_path) == {"status": "interrupted", "steps": stop_at}
+    assert train(cfg, run_dir=tmp_path) == {"status": "interrupted", "steps": stop_at, "signal": "SIGTERM"}
     monkeypatch.undo()
     summary = train(cfg, run_dir=tmp_path)
     _check(name, tmp_path, summary)

@@ -45,7 +45,11 @@ def test_summary_line_prefers_the_score():
     line = summary_line("fig1", {"status": "diverged", "score": 0.0, "score_k": 3, "final_acc": 0.1,
                                  "wall_s": 2.0}, "runs/fig1/a")
     assert line == "fig1: diverged score 0.0000 (mean test acc over the last 3 evals) in 2.0 s, run dir runs/fig1/a"
-    assert "score n/a" in summary_line("fig1", {"status": "interrupted", "wall_s": 1.0}, "d")
+    assert summary_line("fig1", {"status": "interrupted", "steps": 40, "signal": "SIGTERM", "wall_s": 1.0}, "d") == \
+        "fig1: interrupted by SIGTERM after step 40: checkpoint saved, rerun the same command to resume; run dir d"
+    assert "score n/a" in summary_line("fig1", {"status": "failed", "wall_s": 1.0}, "d")
+    assert "(mean test acc over the last 1 eval)" in summary_line("f", {"status": "completed", "score": 0.5,
+                                                                      "score_k": 1}, "d")
 
 
 def test_bar_counts_every_step_and_quiet_modes_print_only_the_summary():

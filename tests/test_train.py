@@ -144,14 +144,13 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, overrides, fix):
     assert not (tmp_path / "run").exists()  # refused at the door: no run dir
 
 
-def test_missing_dataset_is_a_failed_run_with_exit_2(tmp_path):
-    """Bad input found after the run dir exists (the data is not there) is recorded: status failed."""
-    res = run_cli("data=mnist", "data.root=/nonexistent/mnist", *TINY, f"hydra.run.dir={tmp_path}")
+def test_missing_dataset_is_refused_before_a_run_dir_exists(tmp_path):
+    """The data is not there: knowable before anything is written, so exit 2 and no run dir (issue 19)."""
+    res = run_cli("data=mnist", "data.root=/nonexistent/mnist", *TINY, f"hydra.run.dir={tmp_path / 'run'}")
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "/nonexistent/mnist/MNIST/raw" in lines[0]
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["status"] == "failed" and "/nonexistent/mnist/MNIST/raw" in summary["error"]
+    assert not (tmp_path / "run").exists()
 
 
 def test_unknown_config_option_names_the_choices(tmp_path):
@@ -165,7 +164,7 @@ def test_unknown_config_option_names_the_choices(tmp_path):
 def test_mnist_run_from_torchvision_layout(tmp_path, mnist_root):
     cfg = compose_cfg("experiment=fig1", "data=mnist", f"data.root={mnist_root}", "trainer.max_steps=40",
                       "trainer.eval_every=20", "trainer.batch_size=20", "logger=none")
-    summary = train(cfg, run_dir=tmp_path)
+    summary = train(cfg, run_dir=tmp_path / "run")  # tmp_path holds the data: not a run dir
     assert summary["status"] == "completed"
     assert summary["params"] == 784 * 100 + 2 * 100 * 100 + 3 * 200 + 100 * 10 + 10
 

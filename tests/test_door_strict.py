@@ -1,0 +1,143 @@
+"""The door refuses what used to pass it and fail late (issue 19): strings, bools and floats where a number or an
+int belongs, inf/nan and beyond-float32 values, a dataset whose files are absent, and a Batch Renorm schedule that
+relaxes a limit inside its hold. Each is one `error:` line, exit 2, and no run dir."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from omegaconf import OmegaConf
+
+from bnrepro import ConfigError
+from bnrepro.data import check_available, load_data
+from bnrepro.norm import Norm
+from bnrepro.schema import FLOAT32_MAX, validate
+from conftest import ROOT, compose_cfg
+
+TINY = ("logger=none", "trainer.max_steps=30", "trainer.progress=none")
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "bnrepro.train", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+# (overrides, environment, the start of the one error line): the issue's inputs, each of which used to pass
+# the door (a TypeError or a float overflow after the run dir existed, a "diverged" run, a failed run dir)
+REFUSED = [
+    (["optim.lr=\"0.1\""], {}, "error: optim.lr='0.1': input should be a valid number, not a string: write "
+                                "optim.lr=0.1 without quotes"),
+    (["trainer.batch_size=\"32\""], {}, "error: trainer.batch_size='32': input should be a valid integer, not a "
+                                        "string: write trainer.batch_size=32 without quotes"),
+    (["optim.lr=${oc.env:MYLR}"], {"MYLR": "0.05"},
+     "error: optim.lr='0.05': input should be a valid number, not the string that ${oc.env:MYLR} gives: write "
+     "'optim.lr=\"${oc.decode:${oc.env:MYLR}}\"' on the command line"),
+    (["optim.lr=1e308"], {}, "error: optim.lr=1e+308 does not fit float32 (|x| <= 3.4028234663852886e+38)"),
+    (["optim.lr=inf"], {}, "error: optim.lr=inf: set a finite number"),
+    (["data=mnist", "data.root=/nonexistent"], {},
+     "error: MNIST not found under /nonexistent/MNIST/raw (expects the uncompressed IDX files"),
+    (["data=cifar10", "data.root=/nonexistent"], {},
+     "error: cifar10 not found: /nonexistent/cifar-10-batches-py lacks data_batch_1"),
+    (["model.norm=brn", "model.brn_hold=10", "model.brn_rmax_at=40", "model.brn_dmax_at=5"], {},
+     "error: model.brn_dmax_at=5 is before the end of model.brn_hold=10"),
+]
+
+
+def test_issue_inputs_are_refused_at_the_door_with_no_run_dir(tmp_path):
+    def attempt(i_case):
+        i, (overrides, env, expected) = i_case
+        run_dir = tmp_path / f"run{i}"
+        return overrides, expected, run_dir, run_cli(*TINY, *overrides, f"hydra.run.dir={run_dir}", env=env)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(attempt, enumerate(REFUSED)))
+    for overrides, expected, run_dir, res in results:
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2, (overrides, res.stderr)
+        assert len(lines) == 1 and lines[0].startswith(expected), (overrides, res.stderr)
+        assert not run_dir.exists(), overrides
+
+
+def test_the_suggested_decode_passes_the_door():
+    res = run_cli("optim.lr=\"${oc.decode:${oc.env:MYLR}}\"", "--cfg", "job", "--resolve", env={"MYLR": "0.05"})
+    assert res.returncode == 0, res.stderr
+    assert OmegaConf.create(res.stdout).optim.lr == 0.05
+
+
+def refused(*overrides: str) -> str:
+    with pytest.raises(ConfigError) as e:
+        validate(compose_cfg(*overrides))
+    return str(e.value)
+
+
+def test_schema_types_are_strict_for_numbers_and_bools():
+    validate(compose_cfg("optim.lr=1", "optim.lr_mult=2"))  # an int where a float is declared is fine
+    assert refused("optim.lr=true").startswith("optim.lr=True: input should be a valid number")  # a bool is not
+    assert refused("trainer.max_steps=1e4") == ("trainer.max_steps=10000.0: input should be a valid integer: "
+                                                "write trainer.max_steps=10000")
+    assert refused("trainer.compile=1").startswith("trainer.compile=1: input should be a valid boolean")
+    assert refused("optim.lr=abc").startswith("optim.lr='abc': input should be a valid number; fix optim.lr")
+    # a Union of "auto" and a number: one message for both members, the key without pydantic's member tag
+    assert refused("trainer.threads=\"4\"") == ("trainer.threads='4': input should be 'auto' or a valid integer, "
+                                                 "not a string: write trainer.threads=4 without quotes")
+    # the fields that legitimately take "auto" or null still do
+    validate(compose_cfg("trainer.threads=auto", "trainer.channels_last=true", "++data.workers=auto",
+                         "model.brn_warmup=null", "trainer.eval_at=log"))
+    validate(compose_cfg("trainer.threads=2", "trainer.channels_last=auto", "++data.workers=0",
+                         "model.brn_warmup=100", "trainer.eval_at=[1,2]"))
+
+
+def test_no_inf_nan_or_beyond_float32_number_anywhere():
+    assert refused("optim.lr=nan") == "optim.lr=nan: set a finite number (inf and nan are refused everywhere)"
+    assert refused("model.norm_eps=-inf").startswith("model.norm_eps=-inf: set a finite number")
+    assert refused("targets=[0.5,inf]").startswith("targets[1]=inf: set a finite number")
+    assert refused("++c15_model.width_mult=nan").startswith("c15_model.width_mult=nan")  # a free-form field too
+    validate(compose_cfg(f"optim.lr={FLOAT32_MAX!r}"))  # the largest float32 is a float32
+    assert refused("optim.lr=3.5e38").startswith(
+        "optim.lr=3.5e+38 does not fit float32 (|x| <= 3.4028234663852886e+38), the precision the model trains in")
+
+
+def test_check_available_raises_the_loaders_own_message(tmp_path, mnist_root):
+    for name in ("mnist", "cifar10", "cifar100"):
+        cfg = compose_cfg(f"data={name}", f"data.root={tmp_path / 'absent'}").data
+        with pytest.raises(ConfigError) as at_door:
+            check_available(cfg)
+        with pytest.raises(ConfigError) as in_loader:
+            load_data(cfg)
+        assert str(at_door.value) == str(in_loader.value)
+        assert str(tmp_path / "absent") in str(at_door.value) and "data.download=true" in str(at_door.value)
+        check_available({**OmegaConf.to_container(cfg, resolve=True), "download": True})  # the loader fetches them
+    check_available(compose_cfg("data=mnist", f"data.root={mnist_root}").data)  # all four files there: no error
+    (mnist_root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(ConfigError, match="MNIST not found"):
+        check_available(compose_cfg("data=mnist", f"data.root={mnist_root}").data)
+    check_available(compose_cfg("data=digits").data)
+    check_available(compose_cfg("data=mnist1d", f"data.cache_dir={tmp_path / 'never'}").data)
+    assert not (tmp_path / "never").exists()  # a check generates nothing
+    with pytest.raises(ConfigError, match="imagenet not found"):
+        check_available(compose_cfg("data=imagenet", f"data.root={tmp_path / 'absent'}").data)
+
+
+def test_brn_schedule_that_relaxes_inside_the_hold_is_refused_by_norm_and_schema():
+    with pytest.raises(ConfigError, match=r"^model.brn_dmax_at=5 is before the end of model.brn_hold=10.*"
+                                          r"set model.brn_rmax_at and model.brn_dmax_at >= model.brn_hold"):
+        Norm("brn", brn_hold=10, brn_rmax_at=40, brn_dmax_at=5)
+    with pytest.raises(ConfigError, match="model.brn_rmax_at=40 and model.brn_dmax_at=5 are before"):
+        Norm("brn", brn_hold=50, brn_rmax_at=40, brn_dmax_at=5)
+    assert refused("model.norm=brn", "model.brn_hold=10", "model.brn_rmax_at=40", "model.brn_dmax_at=5").startswith(
+        "model.brn_dmax_at=5 is before the end of model.brn_hold=10")
+    assert "as scaled by model.brn_warmup=100" in refused("model.brn_dmax_at=4000", "model.brn_warmup=100")
+    # the equal case is a step at the hold's end; the paper's schedule, scaled or not, passes
+    Norm("brn", brn_hold=10, brn_rmax_at=10, brn_dmax_at=10)
+    assert Norm("brn", brn_warmup=100).brn_schedule() == (12, 100, 62)
+    validate(compose_cfg("experiment=c7_small_batch", "norm_batch=brn_2"))
+
+
+def test_trainer_wait_for_lock_is_a_bool():
+    assert validate(compose_cfg()).trainer.wait_for_lock is False
+    assert validate(compose_cfg("++trainer.wait_for_lock=true")).trainer.wait_for_lock is True
+    assert refused("++trainer.wait_for_lock=yes").startswith("trainer.wait_for_lock='yes': input should be a valid")
