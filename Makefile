@@ -25,8 +25,8 @@ env: $(STAMP)  ## create .venv with the pinned dependencies
 reproduce: $(STAMP)  ## run every claim at SCALE (cpu|cifar|imagenet), then write results/SCALE
 	SCALE=$(SCALE) LAUNCHER=$(LAUNCHER) RUNS=$(RUNS) OUT=$(OUT) PATH=$(abspath $(BIN)):$$PATH scripts/reproduce.sh
 
-report: $(STAMP)  ## rebuild results/SCALE from the finished runs in RUNS
-	$(BIN)/python -m bnrepro.report $(RUNS) --out $(OUT)
+report: $(STAMP)  ## rebuild results/SCALE from the finished runs in RUNS (FORCE=1: even from fewer runs)
+	$(BIN)/python -m bnrepro.report $(RUNS) --out $(OUT) $(if $(FORCE),--force)
 
 test: $(STAMP)  ## the fast CPU tests (slow ones excluded)
 	$(BIN)/python -m pytest -m "not slow" -q

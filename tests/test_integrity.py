@@ -171,14 +171,21 @@ def test_direct_call_with_another_config_is_refused(tmp_path):
 
 # --- failure is a status ----------------------------------------------------------------------------------
 def test_a_failed_job_is_recorded_and_fails_the_sweep_after_the_others(tmp_path):
-    """Issue 13 item 2: a sweep whose jobs fail used to exit 0. Here the mnist job has no data."""
-    res = run_cli("-m", "data=digits,mnist", "data.root=/nonexistent", *TINY, f"hydra.sweep.dir={tmp_path}")
+    """Issue 13 item 2: a sweep whose jobs fail used to exit 0. Here the mnist job's files exist (so the door,
+    which checks only that, lets it in; a missing one is refused there, issue 19) but cannot be read."""
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (raw / name).write_text("not an IDX file")
+    sweep = tmp_path / "sweep"
+    res = run_cli("-m", "data=digits,mnist", f"data.root={tmp_path / 'data'}", *TINY, f"hydra.sweep.dir={sweep}")
     assert res.returncode != 0
     summaries = {p.parent.name.split(",data=")[1].split(",")[0]: json.loads(p.read_text())
-                 for p in tmp_path.rglob("summary.json")}
+                 for p in sweep.rglob("summary.json")}
     assert summaries["digits"]["status"] == "completed"
     failed = summaries["mnist"]
-    assert failed["status"] == "failed" and "/nonexistent" in failed["error"] and "\n" not in failed["error"]
+    assert failed["status"] == "failed" and failed["error"] and "\n" not in failed["error"]
     assert failed["config_hash"]
     assert sum(line.startswith("error: ") for line in res.stderr.splitlines()) >= 1
 
@@ -255,6 +262,7 @@ def test_report_guards(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "REPORT.md").write_text("committed")
+    (out / ".bnrepro-report").write_text('{"written_by": "bnrepro.report"}')  # a report folder: --out may replace it
     res = _report(tmp_path / "runs-typo", out)
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
         f"error: no run directories (with a summary.json) under {tmp_path / 'runs-typo'}: pass the dir the sweeps "
@@ -276,7 +284,12 @@ def test_report_guards(tmp_path):
     assert (out / "claims.json").read_bytes() == first  # same runs, same bytes
     assert str(tmp_path) not in first.decode()  # no absolute paths
     (runs / "c2_lr" / "seed=1" / "summary.json").rename(runs / "c2_lr" / "seed=1" / "summary.moved")
-    assert _report(runs, out).returncode == 0
+    res = _report(runs, out)
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        f"error: the report in {out} has 2 runs over 1 claim at scale cpu, 2 of them off the scale's step budget; "
+        "this one has 1 run over 1 claim at scale cpu, 1 of them off the scale's step budget: pass --force to replace "
+        "it, or choose another --out"]
+    assert _report(runs, out, "--force").returncode == 0
     assert "fewer runs than the report this one replaced** (1 vs 2)" in (out / "REPORT.md").read_text()
 
 
@@ -288,10 +301,12 @@ def test_report_left_intact_when_writing_fails(tmp_path, monkeypatch):
     _two_runs(runs / "c2_lr")
     out.mkdir()
     (out / "REPORT.md").write_text("committed")
+    (out / ".bnrepro-report").write_text('{"written_by": "bnrepro.report"}')
     monkeypatch.setattr(writer, "markdown", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk full")))
     with pytest.raises(RuntimeError):
         report_main.main([str(runs), "--out", str(out)])
-    assert (out / "REPORT.md").read_text() == "committed" and sorted(p.name for p in out.iterdir()) == ["REPORT.md"]
+    assert (out / "REPORT.md").read_text() == "committed"
+    assert sorted(p.name for p in out.iterdir()) == [".bnrepro-report", "REPORT.md"]
     assert not list(tmp_path.glob(".out.*"))
 
 

@@ -59,13 +59,20 @@ class Result:
     numbers: dict = field(default_factory=dict)
     checks: list[dict] = field(default_factory=list)
     runs: list[Run] = field(default_factory=list)
-    failed: int = 0  # runs of the experiment that failed or were interrupted (left out of every statistic)
+    failed: int = 0  # runs of the experiment not completed or diverged: failed, interrupted, started, unreadable
+    # (left out of every statistic)
+    unreadable: int = 0  # of those, the run dirs with a damaged file (runs.load_run)
+
+    @property
+    def failed_text(self) -> str:
+        """The failed-runs cell: "2", or "2 (1 unreadable)"."""
+        return f"{self.failed}" + (f" ({self.unreadable} unreadable)" if self.unreadable else "")
 
     def to_json(self) -> dict:
         return {"title": self.title, "experiment": self.experiment, "verdict": self.verdict,
                 "deciding": self.deciding, "ours": self.ours, "reason": self.reason, "paper": self.paper,
                 "rule": self.rule, "numbers": self.numbers, "checks": self.checks, "failed": self.failed,
-                "runs": [str(run.dir) for run in self.runs]}
+                "unreadable": self.unreadable, "runs": [str(run.dir) for run in self.runs]}
 
 
 # --- run measures ------------------------------------------------------------------------------------------
@@ -769,12 +776,11 @@ def evaluate(claim: Claim, runs: list[Run]) -> Result:
     """The claim's verdict from the runs of its experiment: not run (no runs, or an arm missing), inconclusive
     (unlike runs pooled, or untestable), else what its rule says."""
     result = Result(claim.id, claim.title, claim.experiments[0], claim.paper_text, claim.rule.text())
-    for name in claim.experiments:
-        mine = select(runs, name)
-        if mine:
-            result.experiment, result.runs = name, mine
-            break
+    result.runs = runs_of(claim, runs)
+    if result.runs:
+        result.experiment = result.runs[0].name
     result.failed = sum(not usable(run) for run in result.runs)
+    result.unreadable = sum(run.status == "unreadable" for run in result.runs)
     good = [run for run in result.runs if usable(run)]
     if not good:
         if result.runs:
@@ -794,6 +800,11 @@ def evaluate(claim: Claim, runs: list[Run]) -> Result:
     result.numbers, result.ours = judged.numbers, judged.ours
     result.numbers.setdefault("data", data_of(good))
     return result
+
+
+def runs_of(claim: Claim, runs: list[Run]) -> list[Run]:
+    """The runs of the claim's first experiment that has any (failed and unreadable ones included)."""
+    return next((mine for name in claim.experiments if (mine := select(runs, name))), [])
 
 
 def data_of(runs: list[Run]) -> str:

@@ -14,7 +14,8 @@ from bnrepro import flatten
 
 @dataclass
 class Run:
-    """One finished (or diverged, or failed) training run, as its run directory describes it."""
+    """One training run (completed, diverged, failed, interrupted, started or unreadable), as its run
+    directory describes it."""
 
     dir: Path
     config: dict  # flattened: {"model.norm": "bn", "optim.lr_mult": 5, ...}
@@ -31,7 +32,7 @@ class Run:
 
     @property
     def status(self) -> str:
-        return self.summary.get("status", "failed")
+        return str(self.summary.get("status", "failed"))  # a str even when the file says null: statuses are sorted
 
     @property
     def diverged(self) -> bool:
@@ -55,16 +56,59 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """metrics.jsonl rows; a torn last line (a run killed mid-write) is skipped, not fatal."""
-    rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+class Damaged(Exception):
+    """A file of a run dir that cannot be read whole; the message is "<file>: <reason>"."""
+
+
+FINISHED = ("completed", "diverged")  # the statuses whose metrics the statistics read
+
+
+def read_metrics(path: Path, strict: bool = False) -> list[dict]:
+    """metrics.jsonl rows. strict (a finished run, whose rows the statistics read): Damaged unless the file is
+    there and every line is a JSON object with a step above the one before (the probes' step-0 row included):
+    a torn or garbage line, or rows written twice or out of order (two writers), would change the statistics
+    silently. Otherwise (a failed or interrupted run, never measured) what parses is kept."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        if strict:
+            raise Damaged(f"metrics.jsonl: {_why(e)}") from None
+        return []
+    rows, last = [], None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not strict:
+            if isinstance(row, dict):
+                rows.append(row)
+            continue
+        where = f"metrics.jsonl: line {number} of {len(lines)}"
+        if not isinstance(row, dict):
+            raise Damaged(f"{where} is not a JSON object" + (" (torn: the last line)" if number == len(lines) else ""))
+        step = row.get("step")
+        if not _finite(step):
+            raise Damaged(f"{where} has no step")
+        if last is not None and step <= last:
+            raise Damaged(f"{where} has step {step} after step {last} (a row written twice or out of order)")
+        rows.append(row)
+        last = step
     return rows
+
+
+def _why(error: Exception) -> str:
+    if isinstance(error, json.JSONDecodeError):
+        return "empty" if not error.doc.strip() else f"not JSON ({error})"
+    if isinstance(error, UnicodeDecodeError):
+        return "not text"
+    if isinstance(error, FileNotFoundError):
+        return "missing"
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
 def _load_config(path: Path) -> dict:
@@ -76,11 +120,47 @@ def _load_config(path: Path) -> dict:
         return OmegaConf.to_container(cfg, resolve=False)
 
 
+def _read_config(run_dir: Path) -> dict:
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.exists():
+        return {}
+    try:
+        config = _load_config(path)
+    except Exception as e:  # noqa: BLE001 - YAML, OmegaConf and OS errors alike: the file cannot be read
+        raise Damaged(f".hydra/config.yaml: {_why(e)}") from None
+    if not isinstance(config, dict) or not config:  # a torn write can leave it empty
+        raise Damaged(".hydra/config.yaml: " + ("empty" if not config else "not a mapping"))
+    return flatten(config)
+
+
+def _read_summary(path: Path) -> dict:
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise Damaged(f"summary.json: {_why(e)}") from None
+    if not isinstance(summary, dict):
+        raise Damaged(f"summary.json: not a JSON object (a {type(summary).__name__})")
+    return summary
+
+
 def load_run(run_dir: Path) -> Run:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    config_path = run_dir / ".hydra" / "config.yaml"
-    config = flatten(_load_config(config_path)) if config_path.exists() else {}
-    return Run(dir=run_dir, config=config, summary=summary, metrics=read_metrics(run_dir / "metrics.jsonl"))
+    """The run dir read whole; or, when a file is damaged, a run of status "unreadable" whose error names the
+    file and why: left out of every statistic and counted like a failed run, never read in part. Its config (or
+    its summary's name and claim) is kept where readable, so it is counted with its claim."""
+    config, summary, damage = {}, {}, None
+    try:
+        config = _read_config(run_dir)
+    except Damaged as e:
+        damage = str(e)
+    try:
+        summary = _read_summary(run_dir / "summary.json")
+        metrics = read_metrics(run_dir / "metrics.jsonl", strict=summary.get("status") in FINISHED)
+    except Damaged as e:
+        damage = damage or str(e)
+    if damage:
+        kept = {k: summary[k] for k in ("name", "claim", "scale") if k in summary}
+        return Run(dir=run_dir, config=config, summary={**kept, "status": "unreadable", "error": damage})
+    return Run(dir=run_dir, config=config, summary=summary, metrics=metrics)
 
 
 def load_runs(root: str | Path) -> list[Run]:
