@@ -1,6 +1,7 @@
-"""MKL_CBWR's cost: the 3x100 BN sigmoid MLP's training step (batch 60) and a 3x3 conv step, one thread.
+"""The cost of pinned numerics, MKL_CBWR=COMPATIBLE alone and BNREPRO_PORTABLE_NUMERICS=1 (bnrepro/numerics.py):
+the 3x100 BN sigmoid MLP's training step (batch 60) and a 3x3 conv step, one thread.
 
-MKL reads MKL_CBWR once, when it loads, so each setting runs in its own child process; the parent interleaves
+MKL and ATen read their settings once, when they load, so each setting runs in its own child process; the parent interleaves
 the settings over ROUNDS rounds (a shared VM drifts) and prints one markdown table: the best time per step of
 each setting, the ratio side by side, and the final loss and parameter sum (equal numbers across settings mean
 the setting did not change the arithmetic on this machine). `make bench` writes it to results/bench/cbwr.md.
@@ -11,11 +12,13 @@ import subprocess
 import sys
 import time
 
-SETTINGS = ("", "COMPATIBLE")  # "": MKL's default (unset)
+SETTINGS = {"default": {}, "MKL_CBWR=COMPATIBLE": {"MKL_CBWR": "COMPATIBLE"},
+            "portable": {"BNREPRO_PORTABLE_NUMERICS": "1"}}
 ROUNDS = 3
 
 
 def measure() -> dict:
+    import bnrepro  # noqa: F401 - first: BNREPRO_PORTABLE_NUMERICS pins torch's code paths as it loads
     import torch
     import torch.nn as nn
 
@@ -56,29 +59,32 @@ def main() -> None:
     if os.environ.get("BENCH_CBWR_CHILD"):
         print(json.dumps(measure()))
         return
-    rows = {s: [] for s in SETTINGS}
+    rows = {name: [] for name in SETTINGS}
     for _ in range(ROUNDS):
-        for setting in SETTINGS:
-            env = {**os.environ, "BENCH_CBWR_CHILD": "1", "MKL_CBWR": setting}
-            if not setting:
-                env.pop("MKL_CBWR")
-            out = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, check=True)
-            rows[setting].append(json.loads(out.stdout))
-    best = {s: {"mlp_us": min(r["mlp_us"] for r in rs), "conv_ms": min(r["conv_ms"] for r in rs), **rs[-1]}
+        for name, setting in SETTINGS.items():
+            env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "BNREPRO_PORTABLE_NUMERICS")}
+            out = subprocess.run([sys.executable, __file__], env={**env, **setting, "BENCH_CBWR_CHILD": "1"},
+                                 capture_output=True, text=True, check=True)
+            rows[name].append(json.loads(out.stdout))
+    # the best time of the rounds (the last round's loss and sums: equal in every round of a setting)
+    best = {s: {**rs[-1], "mlp_us": min(r["mlp_us"] for r in rs), "conv_ms": min(r["conv_ms"] for r in rs)}
             for s, rs in rows.items()}
-    base, cbwr = best[""], best["COMPATIBLE"]
-    print(f"# MKL_CBWR=COMPATIBLE vs MKL's default\n\nOne torch thread; best of {ROUNDS} interleaved rounds, each "
-          "setting in its own process.\n")
-    print("| step | default | MKL_CBWR=COMPATIBLE | ratio (COMPATIBLE / default) |\n|---|---|---|---|")
-    print(f"| MLP (3x100 BN sigmoid, batch 60) | {base['mlp_us']:.1f} us | {cbwr['mlp_us']:.1f} us | "
-          f"**{cbwr['mlp_us'] / base['mlp_us']:.2f}x** |")
-    print(f"| conv 3x3, 16->32 ch, 32x16x16 | {base['conv_ms']:.2f} ms | {cbwr['conv_ms']:.2f} ms | "
-          f"**{cbwr['conv_ms'] / base['conv_ms']:.2f}x** |")
-    same = base["loss"] == cbwr["loss"] and base["param_sum"] == cbwr["param_sum"]
-    print(f"\nFinal loss {base['loss']:.10g} vs {cbwr['loss']:.10g}, parameter sum {base['param_sum']:.10g} vs "
-          f"{cbwr['param_sum']:.10g}: the setting {'did not change' if same else 'changed'} the arithmetic here.")
-    print("\nPer round (default / COMPATIBLE, MLP us): " + ", ".join(
-        f"{a['mlp_us']:.0f}/{b['mlp_us']:.0f}" for a, b in zip(rows[""], rows["COMPATIBLE"])))
+    base = best["default"]
+    names = list(SETTINGS)
+    print(f"# Pinned numerics vs the defaults: MKL_CBWR=COMPATIBLE alone, and BNREPRO_PORTABLE_NUMERICS=1\n\nOne "
+          f"torch thread; best of {ROUNDS} interleaved rounds, each setting in its own process. Portable: ATen's "
+          "baseline kernels, MKL_CBWR=COMPATIBLE, oneDNN and NNPACK off (bnrepro/numerics.py).\n")
+    print("| step | " + " | ".join(names) + " | ratios (/ default) |\n|---|" + "---|" * (len(names) + 1))
+    for key, label, unit, digits in (("mlp_us", "MLP (3x100 BN sigmoid, batch 60)", "us", 1),
+                                     ("conv_ms", "conv 3x3, 16->32 ch, 32x16x16, fwd+bwd", "ms", 2)):
+        cells = " | ".join(f"{best[n][key]:.{digits}f} {unit}" for n in names)
+        ratios = ", ".join(f"{n} **{best[n][key] / base[key]:.2f}x**" for n in names[1:])
+        print(f"| {label} | {cells} | {ratios} |")
+    print("\nFinal loss / parameter sum: " + "; ".join(f"{n} {best[n]['loss']:.10g} / {best[n]['param_sum']:.10g}"
+                                                      for n in names)
+          + " (a setting that changes them changed the arithmetic here).")
+    print("\nPer round (MLP us): " + "; ".join(f"{n} " + "/".join(f"{r['mlp_us']:.0f}" for r in rows[n])
+                                              for n in names))
 
 
 if __name__ == "__main__":
