@@ -39,8 +39,12 @@ RUN_FILES = {".hydra", OWN, LOCK, "metrics.jsonl", "summary.json", "checkpoints"
 MOVED_ASIDE = RUN_FILES - {".hydra", LOCK}  # a run's own files: .hydra/ is this launch's, the lock is held
 
 
+# temporary files of a write cut short: today's (bnrepro/atomic.py) and the names earlier versions used
+TEMP_PREFIXES = (".summary.json.tmp", ".metrics.jsonl.tmp", "summary.json.tmp", "metrics.tmp")
+
+
 def is_run_file(name: str) -> bool:
-    return name in RUN_FILES or name.endswith(".log") or name.startswith((".summary.json.tmp", ".metrics.jsonl.tmp"))
+    return name in RUN_FILES or name.endswith(".log") or name.startswith(TEMP_PREFIXES)
 
 
 def identity_config(cfg: DictConfig | dict) -> dict:

@@ -1,12 +1,9 @@
 """The door refuses what used to pass it and fail late (issue 19): strings, bools and floats where a number or an
 int belongs, inf/nan and beyond-float32 values, a dataset whose files are absent, and a Batch Renorm schedule that
-relaxes a limit inside its hold. Each is one `error:` line, exit 2, and no run dir."""
+relaxes a limit inside its hold. Each is one `error:` line, exit 2, and no run dir: the command-line cases are
+rows of test_integrity.BAD_INPUTS, the README's table."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from omegaconf import OmegaConf
@@ -15,51 +12,10 @@ from bnrepro import ConfigError
 from bnrepro.data import check_available, load_data
 from bnrepro.norm import Norm
 from bnrepro.schema import FLOAT32_MAX, validate
-from conftest import ROOT, compose_cfg
+from conftest import compose_cfg
+from test_integrity import run_cli
 
 TINY = ("logger=none", "trainer.max_steps=30", "trainer.progress=none")
-
-
-def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "bnrepro.train", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
-
-
-# (overrides, environment, the start of the one error line): the issue's inputs, each of which used to pass
-# the door (a TypeError or a float overflow after the run dir existed, a "diverged" run, a failed run dir)
-REFUSED = [
-    (["optim.lr=\"0.1\""], {}, "error: optim.lr='0.1': input should be a valid number, not a string: write "
-                                "optim.lr=0.1 without quotes"),
-    (["trainer.batch_size=\"32\""], {}, "error: trainer.batch_size='32': input should be a valid integer, not a "
-                                        "string: write trainer.batch_size=32 without quotes"),
-    (["optim.lr=${oc.env:MYLR}"], {"MYLR": "0.05"},
-     "error: optim.lr='0.05': input should be a valid number, not the string that ${oc.env:MYLR} gives: write "
-     "'optim.lr=\"${oc.decode:${oc.env:MYLR}}\"' on the command line"),
-    (["optim.lr=1e308"], {}, "error: optim.lr=1e+308 does not fit float32 (|x| <= 3.4028234663852886e+38)"),
-    (["optim.lr=inf"], {}, "error: optim.lr=inf: set a finite number"),
-    (["data=mnist", "data.root=/nonexistent"], {},
-     "error: MNIST not found under /nonexistent/MNIST/raw (expects the uncompressed IDX files"),
-    (["data=cifar10", "data.root=/nonexistent"], {},
-     "error: cifar10 not found: /nonexistent/cifar-10-batches-py lacks data_batch_1"),
-    (["model.norm=brn", "model.brn_hold=10", "model.brn_rmax_at=40", "model.brn_dmax_at=5"], {},
-     "error: model.brn_dmax_at=5 is before the end of model.brn_hold=10"),
-]
-
-
-def test_issue_inputs_are_refused_at_the_door_with_no_run_dir(tmp_path):
-    def attempt(i_case):
-        i, (overrides, env, expected) = i_case
-        run_dir = tmp_path / f"run{i}"
-        return overrides, expected, run_dir, run_cli(*TINY, *overrides, f"hydra.run.dir={run_dir}", env=env)
-
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(attempt, enumerate(REFUSED)))
-    for overrides, expected, run_dir, res in results:
-        lines = res.stderr.strip().splitlines()
-        assert res.returncode == 2, (overrides, res.stderr)
-        assert len(lines) == 1 and lines[0].startswith(expected), (overrides, res.stderr)
-        assert not run_dir.exists(), overrides
 
 
 def test_the_suggested_decode_passes_the_door():

@@ -24,8 +24,9 @@ TIMING = ("wall_s", "examples_per_s")
 READ_ONLY = Path("/sys") if os.geteuid() == 0 else None
 
 
-def run_cli(*args: str, module: str = "bnrepro.train", cwd=ROOT, timeout=300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+def run_cli(*args: str, module: str = "bnrepro.train", cwd=ROOT, timeout=300,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -64,18 +65,36 @@ BAD_INPUTS = [  # (overrides, the start of the one error line) - the README list
     (["-m", "model.norm=bn,foo"], "error: model.norm='foo': input should be 'bn'"),
     (["model.norm=bn", "-m", "seed=1"], "error: cannot parse the command line (unrecognized arguments:"),
     (["READ_ONLY_RUN_DIR"], "error: cannot write the output dir"),
+    # issue 19: values that used to pass the door and fail late (a TypeError or a float overflow after the run
+    # dir existed, a "diverged" run, a failed run dir); a third item is the environment
+    (["optim.lr=\"0.1\""], "error: optim.lr='0.1': input should be a valid number, not a string: write "
+                            "optim.lr=0.1 without quotes"),
+    (["trainer.batch_size=\"32\""], "error: trainer.batch_size='32': input should be a valid integer, not a "
+                                    "string: write trainer.batch_size=32 without quotes"),
+    (["optim.lr=${oc.env:MYLR}"],
+     "error: optim.lr='0.05': input should be a valid number, not the string that ${oc.env:MYLR} gives: write "
+     "'optim.lr=\"${oc.decode:${oc.env:MYLR}}\"' on the command line", {"MYLR": "0.05"}),
+    (["optim.lr=1e308"], "error: optim.lr=1e+308 does not fit float32 (|x| <= 3.4028234663852886e+38)"),
+    (["optim.lr=inf"], "error: optim.lr=inf: set a finite number"),
+    (["model.norm=brn", "model.brn_hold=10", "model.brn_rmax_at=40", "model.brn_dmax_at=5"],
+     "error: model.brn_dmax_at=5 is before the end of model.brn_hold=10"),
+    (["data=mnist", "data.root=/nonexistent"],
+     "error: MNIST not found under /nonexistent/MNIST/raw (expects the uncompressed IDX files"),
+    (["data=cifar10", "data.root=/nonexistent"],
+     "error: cifar10 not found: /nonexistent/cifar-10-batches-py lacks data_batch_1"),
 ]
 
 
 def test_every_bad_input_is_one_error_line_exit_2_and_no_run_dir(tmp_path):
     def attempt(i_case):
-        i, (overrides, expected) = i_case
+        i, (overrides, expected, *env) = i_case
         run_dir = tmp_path / f"run{i}"
         if overrides == ["READ_ONLY_RUN_DIR"]:
             overrides, run_dir = [], read_only_dir(tmp_path) / "bnrepro-run"
         where = f"hydra.sweep.dir={run_dir}" if "-m" in overrides else f"hydra.run.dir={run_dir}"
         return overrides, expected, run_dir, run_cli(*(overrides[:1] if overrides[:1] == ['-m'] else []), *TINY,
-                                                        *overrides[overrides[:1] == ['-m']:], where, cwd=tmp_path)
+                                                        *overrides[overrides[:1] == ['-m']:], where, cwd=tmp_path,
+                                                        env=env[0] if env else None)
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(attempt, enumerate(BAD_INPUTS)))

@@ -65,6 +65,19 @@ def test_overwrite_moves_only_the_runs_own_files(tmp_path):
                                                        "summary.json"]
 
 
+def test_a_runs_own_leftovers_are_not_foreign(tmp_path):
+    """Temporary files of a cut write (today's names and those of earlier versions) and Hydra's job log."""
+    from bnrepro.identity import refuse_foreign
+
+    for name in (".summary.json.tmp123", "summary.json.tmp", "metrics.tmp", ".metrics.jsonl.tmp9", "train.log",
+                 "wandb", ".hydra", OWN, LOCK):
+        (tmp_path / name).write_text("")
+    refuse_foreign(tmp_path)
+    (tmp_path / "notes.md").write_text("mine")
+    with pytest.raises(ConfigError, match="it holds notes.md, which no run writes"):
+        refuse_foreign(tmp_path)
+
+
 # --- one writer per run -----------------------------------------------------------------------------------
 def test_a_second_process_on_a_locked_run_exits_2_naming_the_holder(tmp_path):
     run_dir = tmp_path / "run"
