@@ -154,7 +154,12 @@ def load_run(run_dir: Path) -> Run:
         damage = str(e)
     try:
         summary = _read_summary(run_dir / "summary.json")
-        metrics = read_metrics(run_dir / "metrics.jsonl", strict=summary.get("status") in FINISHED)
+        finished = summary.get("status") in FINISHED
+        metrics = read_metrics(run_dir / "metrics.jsonl", strict=finished)
+        if finished and metrics and summary.get("steps") is not None and metrics[-1]["step"] != summary["steps"]:
+            # every line parses, but the file was cut at a line's end: a finished run's last row is its last step
+            raise Damaged(f"metrics.jsonl: ends at step {metrics[-1]['step']}, but summary.json says the run took "
+                          f"{summary['steps']} steps (rows lost)")
     except Damaged as e:
         damage = damage or str(e)
     if damage:
