@@ -191,7 +191,8 @@ def _c12_runs(root: Path, plain_rate: float, plain_score: float) -> None:
                     _run(root, "c12_init_gradients", i,
                          {"seed": seed, "model": {"name": family, "norm": norm, "residual": residual, "depth": depth},
                           "trainer": {"max_steps": 100 if trained else 1}},
-                         {"score": s, "steps": 100 if trained else 1}, [row, {"step": 1, "test_acc": s}])
+                         {"score": s, "steps": 100 if trained else 1},
+                         [row, {"step": 100 if trained else 1, "test_acc": s}])  # the last row at the last step
                     i += 1
 
 

@@ -60,9 +60,10 @@ def protected(runs_dir: Path) -> list[tuple[str, Path]]:
         return next((p for p in (start, *start.parents) if any((p / m).exists() for m in marks)), None)
 
     cwd = Path.cwd().resolve()
-    found = [("the runs dir", runs_dir.resolve()),
-             ("the repository", root(Path(bnrepro.__file__).resolve().parent, ("pyproject.toml", ".git"))),
-             ("the repository", root(cwd, (".git",))), ("the current directory", cwd)]
+    # the repository first: an --out above both it and the runs dir is named by the larger loss
+    found = [("the repository", root(Path(bnrepro.__file__).resolve().parent, ("pyproject.toml", ".git"))),
+             ("the repository", root(cwd, (".git",))), ("the runs dir", runs_dir.resolve()),
+             ("the current directory", cwd)]
     return [(what, path) for what, path in found if path is not None]
 
 
