@@ -162,7 +162,7 @@ def hydra_main(cfg: DictConfig) -> None:
     except Exception as e:  # noqa: BLE001 - recorded in summary.json by train(); reported in one line here
         fail(e, run_dir, multirun, 1)
     finally:
-        dist.teardown()
+        dist.teardown(finished=bool(summary))
     if summary.get("status") == "interrupted":
         interrupted(summary, run_dir, multirun)
 
