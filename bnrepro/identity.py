@@ -26,6 +26,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from bnrepro import ConfigError, atomic, flatten
+from bnrepro.norm import other_options
 
 # Keys that do not change a run's numbers: where it logs, where files live, how fast it goes, how it shows.
 IGNORED = ("logger", "trainer.device", "trainer.progress", "trainer.progress_every_s", "trainer.ckpt_every",
@@ -48,10 +49,15 @@ def is_run_file(name: str) -> bool:
 
 
 def identity_config(cfg: DictConfig | dict) -> dict:
-    """The flattened resolved config that the hash covers."""
+    """The flattened resolved config that the hash covers: all but IGNORED and the options of norms other than
+    the run's (bnrepro.norm.other_options), so that a new norm or norm option leaves every existing hash as it is.
+    A hash recorded before a key left the identity is still matched, by its recorded config (same_config)."""
     tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    model = tree.get("model")
+    unread = {f"model.{key}" for key in other_options(model.get("norm"))} if isinstance(model, dict) else set()
     flat = flatten(tree)
-    return {k: v for k, v in sorted(flat.items()) if not any(k == i or k.startswith(i + ".") for i in IGNORED)}
+    return {k: v for k, v in sorted(flat.items())
+            if k not in unread and not any(k == i or k.startswith(i + ".") for i in IGNORED)}
 
 
 def config_hash(cfg: DictConfig | dict) -> str:

@@ -12,7 +12,8 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from bnrepro.norm import FrozenBatchNorm, MeanOnlyBatchNorm, sub_batch_moments
+from bnrepro.norm.batch import FrozenBatchNorm, sub_batch_moments
+from bnrepro.norm.weight import MeanOnlyBatchNorm
 
 
 class _NormLeafTracer(fx.Tracer):

@@ -20,11 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from bnrepro import ConfigError
 
-NORMS = ("bn", "none", "gn", "ln", "in", "ghost_bn", "brn", "noisy_bn", "frozen_bn", "wn", "mean_only_bn",
-         "wn_mean_only_bn")
-GHOST_NORMS = ("ghost_bn", "brn")  # the norms that read model.ghost_batch
-# the norms that normalize with training-batch statistics
-BATCH_NORMS = ("bn", "ghost_bn", "brn", "noisy_bn", "mean_only_bn", "wn_mean_only_bn")
 FINAL_EVALS = ("ema", "precise", "precise_alg2", "batch")
 
 PosFloat = Field(gt=0)
@@ -49,6 +44,14 @@ def _check_numbers(value, path: str = "") -> None:
         if abs(value) > FLOAT32_MAX:  # an int too: it becomes a float32 in the model (an LR, a scale)
             raise ValueError(f"{path}={value} does not fit float32 (|x| <= {FLOAT32_MAX!r}), the precision the "
                              f"model trains in: set a smaller {path}")
+
+
+def norm_spec(name):
+    """The registered norm `name` (bnrepro/norm/registry.py), or None. The norms import torch: lazily, on first
+    use, as the door checks a config before anything else needs torch."""
+    from bnrepro.norm import find
+
+    return find(name)
 
 
 class Group(BaseModel):
@@ -87,7 +90,7 @@ class Data(Group):
 
 class Model(Group):
     name: Literal["mlp", "resnet_cifar", "resnet", "inception_bn", "inception"]
-    norm: Literal[NORMS]
+    norm: str                                    # a registered norm (bnrepro/norm/) or a dotted path: _norm checks it
     act: Literal["relu", "sigmoid", "tanh"] = "relu"
     dropout: float = Field(0.0, ge=0, lt=1)
     init: Optional[str] = None                   # score branch: each arm's own fair init (xavier, kaiming...)
@@ -117,9 +120,17 @@ class Model(Group):
     norm_sync: bool = False
 
     @model_validator(mode="after")
-    def _ghost(self):
-        if self.ghost_batch and self.norm not in GHOST_NORMS:
-            raise ValueError(f"ghost_batch={self.ghost_batch} is read only by norm {' or '.join(GHOST_NORMS)}, "
+    def _norm(self):
+        spec = norm_spec(self.norm)
+        if spec is None:
+            from bnrepro.norm import unknown
+
+            raise ValueError(unknown(self.norm))
+        if self.ghost_batch and not spec.ghost:
+            from bnrepro.norm import REGISTRY
+
+            ghost = " or ".join(name for name, s in REGISTRY.items() if s.ghost)
+            raise ValueError(f"ghost_batch={self.ghost_batch} is read only by norm {ghost}, "
                              f"not norm={self.norm}: set model.norm=ghost_bn or model.ghost_batch=0")
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden={self.hidden}: every hidden width must be >= 1")
@@ -228,7 +239,7 @@ class TrainConfig(Group):
     @model_validator(mode="after")
     def _batch(self):
         g, b = self.model.ghost_batch, self.trainer.batch_size
-        if self.model.norm in BATCH_NORMS and (g or b) < 2:
+        if norm_spec(self.model.norm).batch_stats and (g or b) < 2:
             raise ValueError(f"{'model.ghost_batch' if g else 'trainer.batch_size'}={g or b} leaves one example "
                              f"per batch for model.norm={self.model.norm} to normalize over: set "
                              "trainer.batch_size >= 2 (and model.ghost_batch >= 2), or model.norm=none|gn|ln")
@@ -237,7 +248,7 @@ class TrainConfig(Group):
                              "that divides the batch")
         if any(not 0 < t <= 1 for t in self.targets):
             raise ValueError(f"targets={self.targets}: accuracies in (0, 1]")
-        from bnrepro.norm import check_brn_schedule  # declared with the schedule it checks (imports torch: lazily)
+        from bnrepro.norm.ghost import check_brn_schedule  # declared with the schedule it checks (imports torch: lazily)
 
         m = self.model  # here, not in Model: the message names its keys in full (model.brn_*), as Norm's does
         check_brn_schedule(m.brn_hold, m.brn_rmax_at, m.brn_dmax_at, m.brn_warmup)

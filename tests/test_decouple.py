@@ -13,7 +13,9 @@ from torch import nn
 from bnrepro.inference import fold_bn, precise_bn
 from bnrepro.models import build_model
 from bnrepro.models.mlp import MLP
-from bnrepro.norm import FEEDING, ChannelBias, MeanOnlyBatchNorm, Norm, norm_inputs, scale_invariant
+from bnrepro.norm import Norm
+from bnrepro.norm.pairs import FEEDING, norm_inputs, scale_invariant
+from bnrepro.norm.weight import ChannelBias, MeanOnlyBatchNorm
 from bnrepro.probes import StepView
 from bnrepro.probes.scale_invariance import EXACT_EPS, scale_check
 from bnrepro.probes.weight_norms import WeightNorms

@@ -6,7 +6,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from bnrepro.inference import batch_statistics, fold_bn, precise_bn
 from bnrepro.models import build_model
-from bnrepro.norm import FrozenBatchNorm, Norm
+from bnrepro.norm import Norm
+from bnrepro.norm.batch import FrozenBatchNorm
 
 torch.set_num_threads(1)
 TINY = {

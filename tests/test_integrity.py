@@ -60,9 +60,11 @@ BAD_INPUTS = [  # (overrides, the start of the one error line) - the README list
     (["trainer.batch_size=1"], "error: trainer.batch_size=1 leaves one example per batch for model.norm=bn"),
     (["model=foo"], "error: unknown option model=foo: choose model=<inception|inception_bn|mlp|resnet|resnet_cifar>"),
     (["experiment=c99"], "error: unknown option experiment=c99: choose experiment=<c10_small_lr|"),
-    (["model.norm=batchnorm"], "error: model.norm='batchnorm': input should be 'bn', 'none'"),
+    (["model.norm=batchnorm"], "error: model.norm='batchnorm' is not a norm: set model.norm to one of bn, "),
+    (["model.norm=gnn"], "error: model.norm='gnn' is not a norm: did you mean gn? set model.norm to one of "),
+    (["model.norm=mypkg.norms.FRN"], "error: model.norm='mypkg.norms.FRN' is not a norm: set model.norm to one of"),
     (["optim.lr=[0.1"], "error: malformed override:"),
-    (["-m", "model.norm=bn,foo"], "error: model.norm='foo': input should be 'bn'"),
+    (["-m", "model.norm=bn,foo"], "error: model.norm='foo' is not a norm: set model.norm to one of bn"),
     (["model.norm=bn", "-m", "seed=1"], "error: cannot parse the command line (unrecognized arguments:"),
     (["READ_ONLY_RUN_DIR"], "error: cannot write the output dir"),
     # issue 19: values that used to pass the door and fail late (a TypeError or a float overflow after the run

@@ -276,7 +276,7 @@ def test_mlp_init_sets_each_layers_weight_scale(init, act, std):
     ({"name": "resnet_cifar", "init_scale": 0}, "model.init_scale=0"),
     ({"name": "resnet_cifar", "dept": 20}, "model=resnet_cifar has no option model.dept"),
     ({"name": "resnet_cifar", "norm": "gn", "norm_groups": 32}, "model.norm_groups=32 does not divide"),
-    ({"name": "resnet_cifar", "norm": "bnorm"}, "unknown norm 'bnorm'"),
+    ({"name": "resnet_cifar", "norm": "bnorm"}, "model.norm='bnorm' is not a norm"),
 ])
 def test_bad_model_config_is_one_clear_config_error(cfg, message):
     with pytest.raises(ConfigError, match=message) as err:

@@ -8,8 +8,10 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from bnrepro import ConfigError
-from bnrepro.norm import (NORMS, BatchRenorm, FrozenBatchNorm, GhostBatchNorm, GlobalBatchNorm, Norm,
-                          NoisyBatchNorm, convert_sync_bn, validate_batch)
+from bnrepro.norm import NORMS, Norm, convert_sync_bn, validate_batch
+from bnrepro.norm.batch import FrozenBatchNorm, GlobalBatchNorm
+from bnrepro.norm.ghost import BatchRenorm, GhostBatchNorm
+from bnrepro.norm.noisy import NoisyBatchNorm
 
 torch.set_num_threads(1)
 SHAPES = {1: (8, 6), 2: (8, 6, 3, 3)}
@@ -228,9 +230,11 @@ def test_every_batch_stat_layer_is_a_torch_batchnorm():
             assert isinstance(Norm(kind)(6, dim), _BatchNorm)
 
 
-def test_unknown_norm_is_a_config_error():
-    with pytest.raises(ConfigError, match="unknown norm 'batchnorm': set model.norm to one of bn, none"):
-        Norm("batchnorm")
+def test_unknown_norm_is_a_config_error_naming_the_closest_and_every_norm():
+    with pytest.raises(ConfigError, match="model.norm='bnn' is not a norm: did you mean bn\\? set model.norm to "
+                                          "one of bn, frozen_bn, ghost_bn, brn, gn,") as err:
+        Norm("bnn")
+    assert all(name in str(err.value) for name in NORMS) and "dotted path" in str(err.value)
 
 
 def test_groups_must_divide_channels():

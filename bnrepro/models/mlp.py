@@ -11,7 +11,8 @@ from torch import nn
 
 from bnrepro import ConfigError
 from bnrepro.models.common import activation
-from bnrepro.norm import IN_ON_FEATURES, Norm
+from bnrepro.norm import Norm
+from bnrepro.norm.group import IN_ON_FEATURES
 
 
 class Residual(nn.Sequential):

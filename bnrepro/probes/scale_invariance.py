@@ -19,7 +19,7 @@ import copy
 import torch
 from torch import nn
 
-from bnrepro.norm import norm_inputs, scale_invariant
+from bnrepro.norm.pairs import norm_inputs, scale_invariant
 from bnrepro.probes import LoopProbe, StepView, preserved, register
 
 FACTORS = (0.5, 2.0, 10.0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bnrepro.norm import norm_inputs, scale_invariant
+from bnrepro.norm.pairs import norm_inputs, scale_invariant
 from bnrepro.probes import LoopProbe, StepView, register
 
 

@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from bnrepro.norm import REGISTRY as NORMS
 from bnrepro.report import stats
 from bnrepro.report.rules import (
     CORE, INCONCLUSIVE, NOT_RUN, PRECONDITION, SUPPORT, Rule, Test)
@@ -694,12 +695,10 @@ def judge_c10(runs: list[Run]) -> Judged:
                                      f"at own best LRs {numbers['gap']['best']['text']}")
 
 
-NORM_LABEL = {"bn": "BN", "none": "no BN", "noisy_bn": "noisy BN", "ghost_bn": "BN (ghost)", "gn": "GN", "ln": "LN",
-              "brn": "Batch Renorm", "in": "IN"}
-
-
 def label(norm) -> str:
-    return NORM_LABEL.get(norm, str(norm))
+    """A norm's label in tables and legends, as registered (bnrepro/norm/); any other name as it is."""
+    spec = NORMS.get(norm) if isinstance(norm, str) else None
+    return spec.label if spec else str(norm)
 
 
 # --- the registry ------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
+from bnrepro.norm import REGISTRY as NORMS  # noqa: E402 - each norm's label, colour and meaning
+
 FONT = {"title": 9, "label": 8, "tick": 7, "legend": 7, "caption": 8, "suptitle": 10}
 plt.rcParams.update({"font.size": FONT["label"], "axes.titlesize": FONT["title"], "axes.labelsize": FONT["label"],
                      "xtick.labelsize": FONT["tick"], "ytick.labelsize": FONT["tick"],
@@ -19,20 +21,14 @@ plt.rcParams.update({"font.size": FONT["label"], "axes.titlesize": FONT["title"]
                      "axes.spines.top": False, "axes.spines.right": False})
 
 # one colour per norm (and per arm family) across every figure; keys are lower-case labels or config names
-COLORS = {
-    "bn": "#1f77b4", "none": "#7f7f7f", "no bn": "#7f7f7f", "noisy bn": "#ff7f0e", "noisy_bn": "#ff7f0e",
-    "ghost_bn": "#1f77b4", "bn (ghost)": "#1f77b4", "gn": "#2ca02c", "ln": "#9467bd", "in": "#8c564b",
-    "brn": "#d62728", "batch renorm": "#d62728",
+COLORS = {  # besides each norm's own, registered with it (bnrepro/norm/), found by color() when asked
     # C1's ladder: Inception has no BN (grey); the BN rungs are blues, darker with the LR; sigmoid is purple-pink
     "inception": "#7f7f7f", "bn-baseline": "#6baed6", "bn-x5": "#1f77b4", "bn-x30": "#08306b",
     "bn-x5-sigmoid": "#e377c2",
     # C8's estimators of the population statistics
     "ema": "#7f7f7f", "precise": "#1f77b4", "precise_alg2": "#17becf", "batch": "#d62728",
 }
-EXPLAIN = {  # what each arm name means, for legends and captions
-    "BN": "batch normalization", "no BN": "no normalization", "noisy BN": "BN + random time-varying shift and scale "
-    "(Santurkar et al.)", "GN": "Group Norm", "LN": "Layer Norm", "IN": "Instance Norm",
-    "Batch Renorm": "Batch Renormalization", "BN (ghost)": "BN over ghost batches",
+EXPLAIN = {  # what each arm name means, for legends and captions (besides the norms' own, as for COLORS)
     "ema": "EMA of batch statistics (PyTorch's running mean/var)",
     "precise": "Wu & Johnson precise BN (population statistics over all recalibration batches)",
     "precise_alg2": "the paper's Algorithm 2 estimator (mean of batch means, m/(m-1) x mean of batch variances)",
@@ -47,18 +43,21 @@ PAPER = dict(marker="D", markersize=7, markerfacecolor="none", markeredgecolor="
 
 def color(name) -> str:
     """The house colour of a norm, a ladder variant or an estimator; grey-blue for anything else."""
+    # read when asked: a plugin's norm registers after this module is imported
+    colors = {**{key: s.color for s in NORMS.values() if s.color for key in (s.name, s.label.lower())}, **COLORS}
     key = str(name).lower()
-    if key in COLORS:
-        return COLORS[key]
-    for prefix in sorted(COLORS, key=len, reverse=True):  # "BN, x30" -> bn; "noisy BN (x1)" -> noisy bn
+    if key in colors:
+        return colors[key]
+    for prefix in sorted(colors, key=len, reverse=True):  # "BN, x30" -> bn; "noisy BN (x1)" -> noisy bn
         if key.startswith(prefix + ",") or key.startswith(prefix + " ("):
-            return COLORS[prefix]
+            return colors[prefix]
     return "#17becf"
 
 
 def explain(names) -> str:
     """'name = meaning; ...' for the arm names a caption must explain."""
-    return "; ".join(f"{n} = {EXPLAIN[n]}" for n in dict.fromkeys(names) if n in EXPLAIN)
+    meaning = {**{s.label: s.about for s in NORMS.values() if s.about}, **EXPLAIN}
+    return "; ".join(f"{n} = {meaning[n]}" for n in dict.fromkeys(names) if n in meaning)
 
 
 def wrap(text: str, width: int = 14) -> str:
