@@ -1,11 +1,15 @@
 """bnrepro: reproduce the claims of the Batch Normalization paper and the work that tested it."""
 from collections.abc import Mapping
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from bnrepro import numerics
 
 numerics.pin()  # before any module of the package imports torch (bnrepro/numerics.py)
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the Hydra config tree (an editable install: the repo's)
 
 
 class ConfigError(ValueError):

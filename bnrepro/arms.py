@@ -16,9 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from bnrepro import flatten
+from bnrepro import CONFIGS, flatten
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SWEEP_ONLY = ("seed",)  # swept in every experiment but never part of an arm
 
 

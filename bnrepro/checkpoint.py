@@ -6,7 +6,6 @@ unreadable) and `best.pt` (best validation accuracy so far; none without a val s
 """
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import sys
@@ -16,8 +15,7 @@ import numpy as np
 import torch
 
 from bnrepro.atomic import writing
-
-LAST, PREVIOUS, BEST = "last.pt", "previous.pt", "best.pt"
+from bnrepro.rundir import BEST, LAST, PREVIOUS
 
 
 def rng_state() -> dict:

@@ -17,10 +17,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from bnrepro import ConfigError
+from bnrepro import CONFIGS, ConfigError
 from bnrepro.schema import validate
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MAX_JOBS_CHECKED = 200
 
 

@@ -27,25 +27,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from bnrepro import ConfigError, atomic, flatten
 from bnrepro.norm import other_options
+from bnrepro.rundir import (ASIDE, CHECKPOINTS, HYDRA, IDENTITY, LOCK, OWN, RUN_FILES, holds_results,
+                            is_run_file)
 
 # Keys that do not change a run's numbers: where it logs, where files live, how fast it goes, how it shows.
 IGNORED = ("logger", "trainer.device", "trainer.progress", "trainer.progress_every_s", "trainer.ckpt_every",
            "trainer.overwrite", "trainer.wait_for_lock", "trainer.compile", "data.root", "data.download",
            "data.workers", "hydra")
-OWN = ".bnrepro"          # the trainer's copy of the first .hydra/ and identity.json
-ASIDE = ".aside"          # where trainer.overwrite=true moves an old run (a hidden folder beside the run dir)
-LOCK = ".lock"            # RunLock's file: the PID and host of the process training the run
-# Everything a run dir may hold: what the trainer, Hydra (.hydra/, <job>.log) and W&B write, and their temp files.
-RUN_FILES = {".hydra", OWN, LOCK, "metrics.jsonl", "summary.json", "checkpoints", "wandb"}
-MOVED_ASIDE = RUN_FILES - {".hydra", LOCK}  # a run's own files: .hydra/ is this launch's, the lock is held
-
-
-# temporary files of a write cut short: today's (bnrepro/atomic.py) and the names earlier versions used
-TEMP_PREFIXES = (".summary.json.tmp", ".metrics.jsonl.tmp", "summary.json.tmp", "metrics.tmp")
-
-
-def is_run_file(name: str) -> bool:
-    return name in RUN_FILES or name.endswith(".log") or name.startswith(TEMP_PREFIXES)
+MOVED_ASIDE = RUN_FILES - {HYDRA, LOCK}  # a run's own files: .hydra/ is this launch's, the lock is held
 
 
 def identity_config(cfg: DictConfig | dict) -> dict:
@@ -79,22 +68,17 @@ def _write_json(path: Path, obj) -> None:
 def recorded(run_dir: Path) -> dict | None:
     """{'config_hash', 'config'} of the run in run_dir: from identity.json, else (a run older than this file)
     from its checkpoint's stored config; None when the dir holds no run yet."""
-    path = Path(run_dir) / OWN / "identity.json"
+    path = Path(run_dir) / IDENTITY
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         pass
     from bnrepro.checkpoint import load_any
 
-    ckpt = load_any(Path(run_dir) / "checkpoints", warn=False)
+    ckpt = load_any(Path(run_dir) / CHECKPOINTS, warn=False)
     if ckpt is not None and ckpt.get("config"):
         return {"config_hash": ckpt.get("config_hash") or config_hash(ckpt["config"]), "config": ckpt["config"]}
     return None
-
-
-def holds_results(run_dir: Path) -> bool:
-    run_dir = Path(run_dir)
-    return any((run_dir / p).exists() for p in ("summary.json", "metrics.jsonl", "checkpoints"))
 
 
 def refuse_foreign(run_dir: Path) -> None:
@@ -139,10 +123,10 @@ def claim_dir(cfg: DictConfig, run_dir: Path, overwrite: bool = False, code: dic
         old = None
     if old is None:
         own.mkdir(parents=True, exist_ok=True)
-        if (run_dir / ".hydra").is_dir():
+        if (run_dir / HYDRA).is_dir():
             shutil.rmtree(own / "hydra", ignore_errors=True)
-            shutil.copytree(run_dir / ".hydra", own / "hydra")
-        _write_json(own / "identity.json", {"config_hash": h, "config": OmegaConf.to_container(cfg, resolve=True),
+            shutil.copytree(run_dir / HYDRA, own / "hydra")
+        _write_json(run_dir / IDENTITY, {"config_hash": h, "config": OmegaConf.to_container(cfg, resolve=True),
                                             "code": code})
     else:
         restore_hydra(run_dir)
@@ -165,7 +149,7 @@ def describe(code: dict) -> str:
 def started_from(run_dir: Path) -> dict | None:
     """The code version a run dir's run started from (identity.json's `code`), None for older runs."""
     try:
-        return json.loads((Path(run_dir) / OWN / "identity.json").read_text()).get("code")
+        return json.loads((Path(run_dir) / IDENTITY).read_text()).get("code")
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -176,10 +160,10 @@ def restore_hydra(run_dir: Path) -> None:
     if not saved.is_dir():
         return
     for f in saved.iterdir():
-        tmp = Path(run_dir) / ".hydra" / f".{f.name}.tmp{os.getpid()}"
+        tmp = Path(run_dir) / HYDRA / f".{f.name}.tmp{os.getpid()}"
         tmp.parent.mkdir(exist_ok=True)
         shutil.copyfile(f, tmp)
-        os.replace(tmp, Path(run_dir) / ".hydra" / f.name)
+        os.replace(tmp, Path(run_dir) / HYDRA / f.name)
 
 
 def move_aside(run_dir: Path) -> Path:
@@ -193,7 +177,7 @@ def move_aside(run_dir: Path) -> Path:
         if entry.name in MOVED_ASIDE:
             os.replace(entry, aside / entry.name)
     if (aside / OWN / "hydra").is_dir():
-        shutil.copytree(aside / OWN / "hydra", aside / ".hydra")
+        shutil.copytree(aside / OWN / "hydra", aside / HYDRA)
     print(f"warning: trainer.overwrite=true: the old run in {run_dir} moved to {aside}", file=sys.stderr)
     return aside
 

@@ -39,7 +39,8 @@ from bnrepro import probes as probe_registry
 from bnrepro.probes import LoopProbe, StepView, watching
 from bnrepro.progress import Progress, run_label
 from bnrepro.resources import Resources, from_config, machine
-from bnrepro.tracking import Tracker, write_status
+from bnrepro.rundir import CHECKPOINTS, COMPLETED, DIVERGED, INTERRUPTED, write_status
+from bnrepro.tracking import Tracker
 
 # Set here, not in train.py: a sweep launched as `python -m bnrepro.train` pickles its task by value into
 # joblib's workers, which then import this module but never train.py.
@@ -303,7 +304,7 @@ class Run:
 
     @property
     def ckpt_dir(self) -> Path:
-        return Path(self.run_dir) / "checkpoints"
+        return Path(self.run_dir) / CHECKPOINTS
 
 
 def build_probes(cfg, model: torch.nn.Module) -> list[LoopProbe]:
@@ -466,7 +467,7 @@ def evaluate_and_log(run: Run, state: RunState, step: int, lr: float, loss_sum: 
 def summarize(run: Run, state: RunState, status: str, final_eval: dict, wall_s: float) -> dict:
     """summary.json: the run's scores, its identity and where it ran."""
     cfg, row = run.cfg, state.row
-    diverged = status == "diverged"  # a diverged run scores 0.0: its last loss was NaN/inf
+    diverged = status == DIVERGED  # a diverged run scores 0.0: its last loss was NaN/inf
     # score_k: the evaluations the score averages (fewer than trainer.score_last_k when the run had fewer)
     return {"status": status, "score": 0.0 if diverged else mean(state.recent_test),
             "score_k": len(state.recent_test) or run.score_k,
@@ -512,18 +513,18 @@ def fit(cfg, run_dir: Path, multirun: bool = False, config_hash: str | None = No
             status, interrupted = train_steps(run, state, now, tracker, progress, stop, say, label)
             if interrupted:
                 tracker.close()
-                out = {"status": "interrupted", "steps": state.step, "signal": signal.Signals(interrupted).name}
+                out = {"status": INTERRUPTED, "steps": state.step, "signal": signal.Signals(interrupted).name}
                 if run.main:  # a status the report lists, written before submitit's handler may exit
-                    write_status(Path(run_dir) / "summary.json", status_record(cfg, config_hash, **out))
+                    write_status(run_dir, status_record(cfg, config_hash, **out))
                 progress.finish({**out, "wall_s": now()}, run_dir)
                 stop.forward()  # submitit's handler requeues the job (and exits)
                 return out
         final_eval = (final_evals(run.model, cfg, run.data, run.speed, run.device, run.rank, run.world)
-                      if status == "completed" else {})
+                      if status == COMPLETED else {})
     finally:
         progress.close()
     end_probes = {}
-    if status == "completed" and run.probes:  # measurements on the trained net
+    if status == COMPLETED and run.probes:  # measurements on the trained net
         view = fixed_view(run, state.step)
         end_probes = {k: v for probe in run.probes for k, v in probe.at_end(view).items()}
     summary = summarize(run, state, status, final_eval, now())
@@ -551,7 +552,7 @@ def train_steps(run: Run, state: RunState, now: Clock, tracker: Tracker, progres
         caught = stop.signum is not None
         if caught if world == 1 else step % SIGNAL_POLL == 0 and dist.any_rank(caught, run.device):
             save(run, state, loss_sum, now())
-            return "completed", stop.signum or signal.SIGTERM  # on a rank that only heard of it: SIGTERM
+            return COMPLETED, stop.signum or signal.SIGTERM  # on a rank that only heard of it: SIGTERM
         x, y = next(run.loader)
         at_eval = step in evals
         loss, lr = train_step(run, x, y, watching(probes, "train_step") if at_eval else NO_CONTEXT)
@@ -567,12 +568,12 @@ def train_steps(run: Run, state: RunState, now: Clock, tracker: Tracker, progres
         if not math.isfinite(train_loss):
             state.diverged_at = step
             say(f"{label}: loss is {train_loss} at step {step}: diverged (a result, not an error)")
-            return "diverged", None
+            return DIVERGED, None
         is_best = state.record_eval(step, test_acc, row.get("val_acc"), run.score_k)
         if is_best or step % ckpt_every == 0 or step == max_steps:
             save(run, state, loss_sum, now(), is_best)
         progress.evaluated(step, train_loss, test_acc)
-    return "completed", None
+    return COMPLETED, None
 
 
 def _gather(obj, world: int) -> list:

@@ -1,4 +1,5 @@
-"""The run's record: metrics.jsonl and summary.json in the run directory, mirrored to W&B when enabled.
+"""The run's record: metrics.jsonl and summary.json in the run directory (bnrepro/rundir.py), mirrored to W&B
+when enabled.
 
 The files are the source of truth (the report reads only them); W&B is a mirror, and no W&B failure may
 stop a run.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from bnrepro import atomic
+from bnrepro import rundir
 from bnrepro.arms import arm_of
 
 
@@ -25,22 +26,6 @@ ONLINE_TIMEOUT_S = 20  # how long a run waits for the W&B server before it logs 
 
 def _finite_or_none(v):
     return None if isinstance(v, float) and not math.isfinite(v) else v
-
-
-def write_json(path: Path, obj) -> None:
-    """Atomic: a reader never sees a half-written file (bnrepro/atomic.py)."""
-    atomic.write_json(path, obj, indent=2, allow_nan=False)
-
-
-def write_status(path: Path, summary: dict) -> None:
-    """summary.json for a run that did not finish (failed, interrupted): atomically when the disk allows, else
-    written in place, into the blocks of the summary.json the run started with (a full disk has no room for a
-    temporary file beside it, and a failure must still be a status the report can read)."""
-    try:
-        write_json(path, summary)
-    except OSError:
-        with open(path, "w") as f:  # the truncation frees the old summary's block for this one
-            f.write(json.dumps(summary, indent=2, allow_nan=False))
 
 
 def wandb_mode() -> str:
@@ -55,31 +40,6 @@ def wandb_mode() -> str:
         return "offline"
 
 
-def truncate_rows(path: Path, last_step: int) -> None:
-    """Keep only the rows up to last_step: a resumed run continues from its checkpoint, so the rows an
-    interrupted run wrote after it would otherwise appear twice (they are logged again as the run replays
-    those steps). A fresh start (last_step 0) keeps none: its step-0 row (the probes' at_start) is logged again.
-    A row that does not parse (the torn last line of a run killed mid-write) is dropped."""
-    if not path.exists():
-        return
-    text = path.read_text()
-    rows = [line for line in text.splitlines() if line.strip()]
-    kept = [line for line in rows if last_step > 0 and (row := _parse(line)) is not None
-            and row.get("step", 0) <= last_step]
-    if len(kept) != len(rows) or (text and not text.endswith("\n")):
-        with atomic.writing(path) as tmp:
-            tmp.write_text("".join(line + "\n" for line in kept))
-
-
-def _parse(line: str) -> dict | None:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError:
-        print(f"warning: dropped a torn metrics.jsonl line ({line[:40]!r}...): it is logged again", file=sys.stderr)
-        return None
-    return row if isinstance(row, dict) else None
-
-
 class Tracker:
     """Rank 0's record of a run. `resume_step` is the step of the checkpoint a run resumes from (0: a fresh
     start); `wandb_id` the W&B run to continue (W&B's resume="allow")."""
@@ -88,8 +48,8 @@ class Tracker:
         self.run_dir, self.enabled, self.wandb, self.wandb_s = Path(run_dir), enabled, None, 0.0
         if not enabled:
             return
-        truncate_rows(self.run_dir / "metrics.jsonl", resume_step)
-        self.metrics = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+        rundir.truncate_rows(self.run_dir, resume_step)
+        self.metrics = open(self.run_dir / rundir.METRICS, "a", buffering=1)
         if cfg.logger.name == "wandb":
             self.wandb = self._start_wandb(cfg, wandb_id)
 
@@ -148,7 +108,7 @@ class Tracker:
         if not self.enabled:
             return
         summary = {k: _finite_or_none(v) for k, v in summary.items()}
-        write_json(self.run_dir / "summary.json", summary)
+        rundir.write_summary(self.run_dir, summary)
         self.metrics.close()
         self._wandb_call(lambda run: run.summary.update(summary))
         self._wandb_call(lambda run: run.finish())

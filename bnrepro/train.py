@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import sys
@@ -20,25 +19,25 @@ from omegaconf import DictConfig, OmegaConf
 from bnrepro import ConfigError, door
 from bnrepro import distributed as dist
 from bnrepro.data import check_available
-from bnrepro.identity import OWN, RunLock, RunLocked, claim_dir, holds_results, refuse_foreign, restore_hydra
+from bnrepro.identity import RunLock, RunLocked, claim_dir, refuse_foreign, restore_hydra
 from bnrepro.loop import code_version, fit, pick_device, status_record
 from bnrepro.schema import validate
-from bnrepro.tracking import write_json, write_status
-
-FINISHED = ("completed", "diverged")
+from bnrepro.rundir import (CONFIG, FAILED, FINISHED, HYDRA, OWN, STARTED, SUMMARY, Damaged, holds_results, read_summary,
+                            write_status, write_summary)
 
 
 class JobFailed(CompactHydraException):
     """Raised by a failed job of a multirun: Hydra lets the other jobs finish, then exits non-zero."""
 
 
-def _read_summary(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
+def _read_summary(run_dir: Path) -> dict | None:
+    """The run's summary; None when it has none yet or it is unreadable (then the run is resumed or rerun)."""
+    if not (run_dir / SUMMARY).exists():
         return None
-    except (OSError, ValueError) as e:
-        print(f"warning: {path} is unreadable ({e}); the run is resumed or rerun", file=sys.stderr)
+    try:
+        return read_summary(run_dir)
+    except Damaged as e:
+        print(f"warning: {run_dir}/{e}: the run is resumed or rerun", file=sys.stderr)
         return None
 
 
@@ -78,20 +77,19 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, multirun: bool = F
 
 def _train_locked(cfg: DictConfig, run_dir: Path, multirun: bool) -> dict:
     h = claim_dir(cfg, run_dir, overwrite=bool(cfg.trainer.get("overwrite", False)), code=code_version())
-    summary_path = run_dir / "summary.json"
-    summary = _read_summary(summary_path)
+    summary = _read_summary(run_dir)
     if summary and summary.get("status") in FINISHED:
         print(f"{run_dir}: already {summary['status']} (config {h}), skipped", file=sys.stderr)
         return summary
-    config_path = run_dir / ".hydra" / "config.yaml"
+    config_path = run_dir / CONFIG
     if not config_path.exists():  # Hydra writes it for CLI runs; direct calls get it here
         config_path.parent.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, config_path, resolve=True)
     try:
-        write_json(summary_path, status_record(cfg, h, "started"))
+        write_summary(run_dir, status_record(cfg, h, STARTED))
         return fit(cfg, run_dir, multirun=multirun, config_hash=h)
     except Exception as e:
-        write_status(summary_path, status_record(cfg, h, "failed", error=one_line(e)))
+        write_status(run_dir, status_record(cfg, h, FAILED, error=one_line(e)))
         raise
 
 
@@ -101,7 +99,7 @@ def remove_stub(run_dir: Path) -> None:
     if (run_dir / OWN).exists() or holds_results(run_dir):
         restore_hydra(run_dir)
         return
-    if run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+    if run_dir.is_dir() and all(p.name == HYDRA or p.suffix == ".log" for p in run_dir.iterdir()):
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -132,7 +130,7 @@ def shared_run_dir(own: Path) -> Path:
     whose Hydra made another dir removes what Hydra put there."""
     shared = Path(dist.broadcast_object(str(own)))
     if shared != own and own.is_dir():
-        shutil.rmtree(own / ".hydra", ignore_errors=True)
+        shutil.rmtree(own / HYDRA, ignore_errors=True)
         for log in own.glob("*.log"):
             log.unlink()
         with_parents = [own, *own.parents]

@@ -9,10 +9,8 @@ Usage: python scripts/bench_trainer.py [--models mlp resnet20] [--rounds 3]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
-import statistics
 import sys
 import tempfile
 import time
@@ -23,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
+from bnrepro import CONFIGS, rundir
 from bnrepro.data import load_data
 from bnrepro.loop import Speed, pick_device
 from bnrepro.models import build_model, to_channels_last
 from bnrepro.train import train
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 # model -> (config overrides, steps per measured interval)
 CASES = {
@@ -56,7 +54,7 @@ def trainer_step_s(overrides, steps, run_dir) -> float:
                                           f"trainer.ckpt_every={10 * steps}", "logger=none",
                                           "trainer.progress=none"])
     train(cfg, run_dir=run_dir)
-    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    rows = rundir.read_metrics(run_dir)
     return (rows[-1]["wall_s"] - rows[-2]["wall_s"]) / steps, cfg
 
 
@@ -103,7 +101,7 @@ def main():
         write_cifar(Path(tmp))
         for name in a.models:
             overrides, steps = CASES[name]
-            overrides = [f"trainer.train_eval_examples=100", *overrides, f"trainer.threads={a.threads}"]
+            overrides = ["trainer.train_eval_examples=100", *overrides, f"trainer.threads={a.threads}"]
             ours, bare = [], []
             for r in range(a.rounds):
                 t, cfg = trainer_step_s(overrides, steps, Path(tmp) / f"{name}-{r}")

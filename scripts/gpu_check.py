@@ -291,17 +291,15 @@ def last_error(stderr: str) -> str:
 def suite_run_row(summary_path: Path) -> dict:
     """One run of part (c): its overrides, status and steady step time; a failed run keeps its one-line error
     and no rate of its own (the estimate gives it its experiment's median steady rate)."""
-    import yaml
+    from bnrepro import rundir
 
     s = json.loads(summary_path.read_text())
-    overrides_file = summary_path.parent / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
+    overrides = rundir.read_overrides(summary_path.parent)
     row = {"overrides": [o for o in overrides if o.split("=")[0] not in OURS], "status": s["status"],
            "steps": s.get("steps", 0), "steady": False, "wall_s": s.get("wall_s"), "step_s": None}
-    if s["status"] not in ("completed", "diverged"):
+    if s["status"] not in rundir.FINISHED:
         return {**row, "error": s.get("error", "")[:300]}
-    metrics = summary_path.parent / "metrics.jsonl"
-    rows = [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.exists() else []
+    rows = rundir.read_metrics(summary_path.parent)
     # steady step time: the second evaluation interval (after cudnn's autotuning and the first calls)
     row["steady"] = len(rows) >= 2 and all(r["train_loss"] is not None and math.isfinite(r["train_loss"])
                                            for r in rows[-2:])

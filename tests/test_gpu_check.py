@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from bnrepro import rundir
+
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -123,11 +125,7 @@ def test_capped_reports_ok_failed_and_cut_and_kills_the_whole_group(tmp_path):
 
 
 def write_run(root, overrides: list[str], summary: dict, metrics: list[dict] = ()):
-    (root / ".hydra").mkdir(parents=True)
-    (root / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    (root / "summary.json").write_text(json.dumps(summary))
-    (root / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
-    return root / "summary.json"
+    return rundir.write_run(root, {}, list(metrics), summary, overrides) / rundir.SUMMARY
 
 
 def test_suite_rows_of_completed_and_failed_runs(tmp_path):

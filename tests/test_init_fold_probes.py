@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from bnrepro import rundir
 from bnrepro.models import build_model
 from bnrepro.probes.fold import compare, fold_report
 from bnrepro.probes.init_gradients import growth_rate, layer_gradient_norms
@@ -166,12 +167,8 @@ def test_the_probes_change_no_training_number(tmp_path, name):
 # --- the judges on synthetic runs ----------------------------------------------------------------------------
 
 def _run(root: Path, name: str, i: int, config: dict, summary: dict, rows: list[dict]) -> None:
-    import yaml
-    d = root / name / str(i)
-    (d / ".hydra").mkdir(parents=True)
-    (d / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"name": name, **config}))
-    (d / "summary.json").write_text(json.dumps({"status": "completed", "name": name, **summary}))
-    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rundir.write_run(root / name / str(i), {"name": name, **config}, rows,
+                     {"status": "completed", "name": name, **summary})
 
 
 def _c12_runs(root: Path, plain_rate: float, plain_score: float) -> None:

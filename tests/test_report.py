@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
+from bnrepro import rundir
 from bnrepro.report import write_report
 from bnrepro.report.__main__ import main
 from bnrepro.report.claims import CLAIMS, evaluate
@@ -34,7 +34,7 @@ def make_run(root: Path, name: str, seed: int, overrides: dict, final, *, rate: 
              status: str = "completed", probe_drift: float = 0.1, drift_noise: float = 0.05,
              train_acc: float | None = None, final_eval: dict | None = None, val: bool = True,
              extra: dict | None = None) -> Path:
-    """One run directory as the loop writes it. Accuracy rises as final*(1-exp(-rate*t/300)), with a per-seed
+    """One run directory as the loop writes it (rundir.write_run). Accuracy rises as final*(1-exp(-rate*t/300)), with a per-seed
     offset of sd `noise` (final may be a list: one value per seed); the probe's median moves linearly by
     probe_drift (in units of the spread 2.0) over training. `extra`: more metrics keys, each one value for every
     row (a list: one value per seed), e.g. the landscape and grad_norms probes' keys."""
@@ -43,7 +43,6 @@ def make_run(root: Path, name: str, seed: int, overrides: dict, final, *, rate: 
     rate *= 1 + 0.05 * rng.standard_normal()
     probe_drift *= 1 + drift_noise * rng.standard_normal()
     run_dir = root / name / f"{len(list((root / name).glob('*'))) if (root / name).exists() else 0}"
-    (run_dir / ".hydra").mkdir(parents=True)
     config = {"seed": seed, "name": name, "claim": None, "targets": [0.5, 0.9], "scale": "cpu",
               "data": {"name": "digits", "val_split": 0.1 if val else 0.0, "split_seed": seed},
               "model": {"name": "mlp", "norm": "bn", "act": "sigmoid", "dropout": 0.0, "init_std": 0.1,
@@ -57,7 +56,6 @@ def make_run(root: Path, name: str, seed: int, overrides: dict, final, *, rate: 
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
-    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     steps = EVAL_AT if status != "diverged" else EVAL_AT[: len(EVAL_AT) // 3]
     rows = []
     for step in steps:
@@ -73,7 +71,6 @@ def make_run(root: Path, name: str, seed: int, overrides: dict, final, *, rate: 
         rows.append(row)
     if status == "diverged":
         rows.append({**rows[-1], "step": rows[-1]["step"] + 1, "train_loss": None, "test_loss": None, "test_acc": 0.1})
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     accs = [r["test_acc"] for r in rows]
     vals = [r["val_acc"] for r in rows if "val_acc" in r]
     if final_eval:
@@ -89,8 +86,7 @@ def make_run(root: Path, name: str, seed: int, overrides: dict, final, *, rate: 
                "diverged_at": rows[-1]["step"] if status == "diverged" else None, "final_eval": final_eval or {}}
     if status == "failed":
         summary = {"status": "failed", "error": "RuntimeError: synthetic", "name": name}
-    (run_dir / "summary.json").write_text(json.dumps(summary))
-    return run_dir
+    return rundir.write_run(run_dir, config, rows, summary)
 
 
 def sweep(root: Path, name: str, arms: list[tuple[dict, dict]], seeds=SEEDS) -> None:

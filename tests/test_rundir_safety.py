@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from bnrepro import ConfigError
-from bnrepro.identity import LOCK, OWN, RunLock, RunLocked, claim_dir, config_hash, identity_config
+from bnrepro.identity import RunLock, RunLocked, claim_dir, config_hash, identity_config
+from bnrepro.rundir import LOCK, OWN
 from bnrepro.train import train
 from conftest import ROOT, compose_cfg
 from test_integrity import rows, run_cli

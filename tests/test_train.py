@@ -132,7 +132,7 @@ def test_diverging_cli_run_exits_zero(tmp_path):
 @pytest.mark.parametrize("overrides, fix", [
     (("trainer.batch_size=1",), "trainer.batch_size >= 2"),
     (("optim.lr=-0.1",), "optim.lr=-0.1: input should be greater than 0"),
-    (("model.norm=batchnorm",), "model.norm='batchnorm': input should be 'bn', 'none'"),
+    (("model.norm=batchnorm",), "model.norm='batchnorm' is not a norm: set model.norm to one of bn, "),
     (("data.val_split=1.5",), "data.val_split=1.5"),
     (("trainer.eval_at=[0,10]",), "trainer.eval_at"),
 ])

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import yaml
 
 import wandb_workspaces.reports.v2 as wr
 
+from bnrepro import rundir
 from bnrepro.arms import arm_of, varied_keys
 from bnrepro.report.__main__ import main
 from bnrepro.report.runs import Run
@@ -242,21 +242,18 @@ def test_a_spec_of_another_format_is_refused(results):
 def write_run(root: Path, name: str, seed: int, overrides: dict, final: float) -> None:
     """A tiny finished run directory: config, metrics, summary."""
     run_dir = root / name / f"{'-'.join(f'{k}={v}' for k, v in overrides.items())},seed={seed}"
-    (run_dir / ".hydra").mkdir(parents=True)
     config = {"name": name, "claim": None, "seed": seed, "scale_name": "cpu", "logger": {"project": "bnrepro"},
               "model": {"norm": "bn", "ghost_batch": 0}, "optim": {"lr_mult": 1}, "targets": [0.5]}
     for dotted, value in overrides.items():
         section, key = dotted.split(".")
         config[section][key] = value
-    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     rows = [{"step": s, "test_acc": final * (1 - math.exp(-s / 30)), "val_acc": final * (1 - math.exp(-s / 30)),
              "train_acc": final, "train_loss": 1 - final, "probe_p15": -1.0, "probe_p50": 0.0, "probe_p85": 1.0}
             for s in (20, 40, 60, 80, 100)]
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     accs = [r["test_acc"] for r in rows]
     summary = {"status": "completed", "score": sum(accs[-3:]) / 3, "final_acc": accs[-1], "best_acc": max(accs),
                "final_train_acc": final, "steps": 100, "scale": "cpu", "name": name, "steps_to": {"0.5": 20}}
-    (run_dir / "summary.json").write_text(json.dumps(summary))
+    rundir.write_run(run_dir, config, rows, summary)
 
 
 @pytest.fixture

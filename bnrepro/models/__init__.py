@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from bnrepro import ConfigError
+from bnrepro import CONFIGS, ConfigError
 from bnrepro.norm import Norm
 
 # model config keys that describe the norm rather than the architecture: declared once, in
@@ -30,16 +29,13 @@ MODELS = {
 }
 
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
-
-
 def model_config(name: str) -> dict:
     """configs/model/<name>.yaml as a run's `model` composes it without overrides: the shared norm options
     (configs/model/norm/default.yaml, its defaults entry) under the family's own values. For tools that build a
     model without Hydra; tests/test_models.py checks it against Hydra's composition."""
-    own = OmegaConf.load(CONFIGS / f"{name}.yaml")
+    own = OmegaConf.load(CONFIGS / "model" / f"{name}.yaml")
     own.pop("defaults")
-    return OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(CONFIGS / "norm" / "default.yaml"), own))
+    return OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(CONFIGS / "model" / "norm" / "default.yaml"), own))
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:

@@ -20,15 +20,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from bnrepro import ConfigError
+from bnrepro import ConfigError, rundir
 from bnrepro.report.writer import MARKER
 
 NOTHING = "nothing was written"
-
-
-def run_dirs(runs_dir: Path) -> list[Path]:
-    return [p.parent for p in sorted(runs_dir.rglob("summary.json"))
-            if not any(part.startswith(".") for part in p.relative_to(runs_dir).parts)]
 
 
 def check_paths(runs_dir: Path, out: Path) -> None:
@@ -36,7 +31,7 @@ def check_paths(runs_dir: Path, out: Path) -> None:
     that killed report runs left beside out."""
     from bnrepro.door import writable
 
-    if not runs_dir.is_dir() or not run_dirs(runs_dir):
+    if not runs_dir.is_dir() or not rundir.find(runs_dir):
         raise ConfigError(f"no run directories (with a summary.json) under {runs_dir}: pass the dir the sweeps "
                           f"wrote (RUNS=runs/<scale>); {NOTHING}")
     dest = Path(os.path.abspath(out))
@@ -175,14 +170,10 @@ def expected_steps(name: str, scale: str, arm: tuple[str, ...] = ()) -> int | No
 
 def arm_overrides(run) -> tuple[str, ...]:
     """The run's own command-line overrides of the keys its experiment sweeps (seed aside), from Hydra's record."""
-    import yaml
-
     from bnrepro.arms import SWEEPS
 
-    path = run.dir / ".hydra" / "overrides.yaml"
     swept = {k for keys in SWEEPS.get(run.name, {}).values() for k in keys}
-    overrides = yaml.safe_load(path.read_text()) if path.exists() else []
-    return tuple(sorted(o for o in overrides or [] if o.split("=", 1)[0].lstrip("+~") in swept))
+    return tuple(sorted(o for o in rundir.read_overrides(run.dir) if o.split("=", 1)[0].lstrip("+~") in swept))
 
 
 def off_budget(runs) -> list[tuple]:
