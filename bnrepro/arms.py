@@ -11,6 +11,7 @@ Hydra's choices).
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -56,6 +57,15 @@ def _read_options(configs: Path, group: str) -> dict[str, dict]:
     return options
 
 
+def claim_order(experiment: str) -> tuple:
+    """fig1 first, then C1, C2, ..., C15 by their number; anything else after, by name."""
+    number = re.fullmatch(r"c(\d+)_\w+", experiment)
+    return (0, 0, experiment) if experiment == "fig1" else (1, int(number[1]), "") if number else (2, 0, experiment)
+
+
+# every experiment of the suite, found (configs/experiment/*.yaml), not listed: make reproduce and gpu_check run
+# these (`python -m bnrepro.arms` prints them)
+EXPERIMENTS = sorted((p.stem for p in (CONFIGS / "experiment").glob("*.yaml")), key=claim_order)
 SWEEPS = _read_sweeps(CONFIGS)
 GROUPS = {key: _read_options(CONFIGS, key) for per_scale in SWEEPS.values() for keys in per_scale.values()
           for key in keys if "." not in key and (CONFIGS / key).is_dir()}
@@ -130,3 +140,7 @@ def arm_of(cfg) -> str:
             value = lookup(cfg, key)
         parts.append(f"{label}={_fmt(value)}")
     return ",".join(parts)[:64]  # W&B's job type holds at most 64 characters
+
+
+if __name__ == "__main__":
+    print(" ".join(EXPERIMENTS))

@@ -13,9 +13,10 @@ LAUNCHER=${LAUNCHER:-joblib}
 RUNS=${RUNS:-runs/$SCALE}
 OUT=${OUT:-results/$SCALE}
 EXTRA=${EXTRA:-}
-EXPERIMENTS=${EXPERIMENTS:-"fig1 c1_speed c2_lr c3_sigmoid c4_drift c5_dropout c6_init c7_small_batch c8_popstats c9_noisy c10_small_lr c11_smoothness c12_init_gradients c13_decoupling c14_scale_invariance c15_folding"}
 export WANDB_MODE=${WANDB_MODE:-offline} HYDRA_FULL_ERROR=${HYDRA_FULL_ERROR:-0}
 PYTHON=${PYTHON:-python}
+# every configs/experiment/*.yaml, fig1 then C1..C15 (bnrepro/arms.py: found, not listed)
+EXPERIMENTS=${EXPERIMENTS:-$("$PYTHON" -m bnrepro.arms)}
 
 # --- progress: experiment k of N, runs done and skipped, ETA from the experiments finished so far ---
 finished_runs() {  # summary.json files under $1 whose status is finished (the trainer skips those runs)

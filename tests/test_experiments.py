@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,18 @@ def test_all_claims_have_an_experiment():
     assert {"fig1", "c1_speed", "c2_lr", "c3_sigmoid", "c4_drift", "c5_dropout", "c6_init", "c7_small_batch",
             "c8_popstats", "c9_noisy", "c10_small_lr", "c11_smoothness", "c12_init_gradients",
             "c13_decoupling", "c14_scale_invariance", "c15_folding"} <= set(EXPERIMENTS)
+
+
+def test_the_suite_runs_every_experiment_found_in_claim_order():
+    """make reproduce and gpu_check take the list from bnrepro.arms, which finds it in configs/experiment/: a new
+    claim's experiment file is all they need."""
+    from bnrepro.arms import EXPERIMENTS as FOUND
+
+    assert sorted(FOUND) == EXPERIMENTS
+    assert FOUND[:4] == ["fig1", "c1_speed", "c2_lr", "c3_sigmoid"] and FOUND[9:11] == ["c9_noisy", "c10_small_lr"]
+    shown = subprocess.run([sys.executable, "-m", "bnrepro.arms"], capture_output=True, text=True, check=True)
+    assert shown.stdout.split() == FOUND
+    assert "c15_folding" not in (CONFIGS.parent / "scripts" / "reproduce.sh").read_text()  # no list of its own
 
 
 @pytest.mark.parametrize("scale", SCALES)
