@@ -15,7 +15,7 @@ from bnrepro import rundir
 from bnrepro.models import build_model
 from bnrepro.probes.fold import compare, fold_report
 from bnrepro.probes.init_gradients import growth_rate, layer_gradient_norms
-from bnrepro.report.claims import evaluate
+from bnrepro.report.judging import evaluate
 from bnrepro.report.runs import load_runs
 from bnrepro.report.why import folding, init_gradients
 from bnrepro.train import train

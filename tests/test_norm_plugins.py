@@ -16,7 +16,7 @@ from bnrepro.identity import IGNORED, config_hash
 from bnrepro.models import build_model
 from bnrepro.norm import REGISTRY, NORMS, Norm, norm_spec
 from bnrepro.report import style
-from bnrepro.report.claims import label
+from bnrepro.report.judging import label
 from bnrepro.train import train
 from conftest import compose_cfg
 from test_integrity import TINY, run_cli

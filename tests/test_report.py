@@ -15,7 +15,8 @@ import pytest
 from bnrepro import rundir
 from bnrepro.report import write_report
 from bnrepro.report.__main__ import main
-from bnrepro.report.claims import CLAIMS, evaluate
+from bnrepro.report.claims import CLAIMS
+from bnrepro.report.judging import evaluate
 from bnrepro.report.runs import load_runs
 
 CLAIM_IDS = [f"C{i}" for i in range(1, 12)]

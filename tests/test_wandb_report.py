@@ -85,7 +85,7 @@ def test_tracker_gives_wandb_group_job_type_and_tags(tmp_path, monkeypatch):
 
 @dataclass
 class FakeResult:
-    """The Result fields the W&B report reads (claims.Result has these and more)."""
+    """The Result fields the W&B report reads (judging.Result has these and more)."""
 
     id: str
     title: str

@@ -5,7 +5,7 @@ A norm is a builder, `build(norm, channels, dim) -> nn.Module`, registered with 
 file of its family (bnrepro/norm/*.py, found, not listed). From the registration come the factory
 (bnrepro.norm.Norm), the door's checks (bnrepro/schema.py: the names, which norms need two examples per batch,
 which read model.ghost_batch), the run identity (bnrepro/identity.py hashes only the chosen norm's options), and
-the report's labels and colours (bnrepro/report/style.py, claims.label).
+the report's labels and colours (bnrepro/report/style.py, judging.label).
 
 A user's own norm needs no edit here: `model.norm=mypkg.norms.MyNorm` names an nn.Module class (built as
 `MyNorm(channels)`) or a builder registered with `register_norm`, by its dotted path; or a package declares the

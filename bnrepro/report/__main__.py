@@ -198,7 +198,7 @@ def off_budget(runs) -> list[tuple]:
 
 def header_notes(runs, out: Path, n_runs: int) -> list[str]:
     """Lines for the report's header: the machines, and every way this report has less than it should."""
-    from bnrepro.report.claims import usable
+    from bnrepro.report.judging import usable
 
     notes, used = [], [run for run in runs if usable(run)]  # the runs the numbers come from
     machines = sorted({machine_line(run.summary.get("machine")) for run in used or runs})
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
             if run.status == "unreadable":
                 print(f"warning: unreadable run {run.dir}: {run.summary['error']} (left out, counted as failed)",
                       file=sys.stderr)
-        from bnrepro.report.claims import usable
+        from bnrepro.report.judging import usable
 
         recorded = {**facts(runs), "off_budget": len(off_budget([run for run in runs if usable(run)]))}
         if not args.force:

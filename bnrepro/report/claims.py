@@ -1,214 +1,21 @@
-"""One claim = the paper's numbers (one table), a declarative Rule (rules.py) and a judge that measures every
-interval the rule tests and every number the figure and the table show (Result.numbers).
-
-Runs are scored by summary `score` (mean test accuracy over the last k evaluations); selections (an arm's
-learning rate, a dropout rate, the steps to a target) read the validation split only. A diverged run scores 0;
-failed or interrupted runs are left out and counted."""
+"""The claims fig1 and C1-C10 (C11-C15: bnrepro/report/why/), and CLAIMS, all of them. One claim = the paper's
+numbers (one table), a declarative Rule (rules.py) and a judge that measures every interval the rule tests and
+every number the figure and the table show (Result.numbers); the machinery they share, scoring included, is
+judging.py's."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
-from bnrepro.norm import REGISTRY as NORMS
-from bnrepro.report import stats
-from bnrepro.report.rules import (
-    CORE, INCONCLUSIVE, NOT_RUN, PRECONDITION, SUPPORT, Rule, Test)
-from bnrepro.report.runs import Run, Unpoolable, check_pooling, neutral, select, sort_key
+from bnrepro.report import stats, why
+from bnrepro.report.judging import (
+    BN_KINDS, Claim, FAR, Judged, KEEP, MIN_GAIN, Missing, Result, SAME, STABLE_FACTOR, TRAINS, Untestable,
+    acc_series, arm_json, arms_of, by_seed, combo, diff, drift, evaluate, label, mean_curves, need, pct,
+    pick_by_val, ratio_steps, score, steps_to, train_test_gap)
+from bnrepro.report.rules import CORE, PRECONDITION, SUPPORT, Rule, Test
+from bnrepro.report.runs import Run, neutral
 from bnrepro.report.stats import Interval
-
-# Thresholds, fixed before any result was seen. Accuracies are fractions; 0.01 = 1 point.
-MIN_GAIN = 0.01  # smallest accuracy gain the rules call one: digits' test set has 360 images, 1 point = 3.6 of
-# them, and it is twice the paper's smallest reported gain (Inception 72.2% -> BN-Baseline 72.7%)
-SAME = 0.01  # "about the same" / "no loss" margin: below MIN_GAIN so "same" never admits a gain the rules count
-FAR = 2.0  # "far fewer steps": the speed-up's interval must exclude 1 by a factor of 2 (the paper's 14x comes
-# from a 31e6-step baseline; a cpu-scale baseline's budget caps the ratio, so 2x is the bar, reported beside 14x)
-STABLE_FACTOR = 0.5  # "far more stable": at most half the drift
-KEEP = 0.75  # C9: noisy BN keeps at least 3/4 of BN's gain over no BN ("trains about as well")
-TRAINS = 0.10  # C10: no-BN "trains" at an LR if no seed diverged and its mean score is within 10 points of its best
-BN_KINDS = ("bn", "ghost_bn")
-
-
-class Missing(Exception):
-    """The experiment ran, but not the arms the rule compares: the claim counts as not run."""
-
-
-class Untestable(Exception):
-    """The runs exist but cannot be judged honestly (e.g. no validation score to select on): inconclusive."""
-
-
-@dataclass
-class Judged:
-    measured: dict[str, Interval | None]
-    numbers: dict
-    ours: str
-
-
-@dataclass
-class Result:
-    id: str
-    title: str
-    experiment: str
-    paper: str
-    rule: str
-    verdict: str = NOT_RUN
-    deciding: str = ""
-    ours: str = "no runs"
-    reason: str = ""  # why a claim is not run or inconclusive for a reason outside its tests (e.g. pooling)
-    numbers: dict = field(default_factory=dict)
-    checks: list[dict] = field(default_factory=list)
-    runs: list[Run] = field(default_factory=list)
-    failed: int = 0  # runs of the experiment not completed or diverged: failed, interrupted, started, unreadable
-    # (left out of every statistic)
-    unreadable: int = 0  # of those, the run dirs with a damaged file (runs.load_run)
-
-    @property
-    def failed_text(self) -> str:
-        """The failed-runs cell: "2", or "2 (1 unreadable)"."""
-        return f"{self.failed}" + (f" ({self.unreadable} unreadable)" if self.unreadable else "")
-
-    def to_json(self) -> dict:
-        return {"title": self.title, "experiment": self.experiment, "verdict": self.verdict,
-                "deciding": self.deciding, "ours": self.ours, "reason": self.reason, "paper": self.paper,
-                "rule": self.rule, "numbers": self.numbers, "checks": self.checks, "failed": self.failed,
-                "unreadable": self.unreadable, "runs": [str(run.dir) for run in self.runs]}
-
-
-# --- run measures ------------------------------------------------------------------------------------------
-
-def usable(run: Run) -> bool:
-    return run.status in ("completed", "diverged")
-
-
-def summary_value(key: str) -> Callable[[Run], float | None]:
-    """summary[key]; 0 for a diverged run (its last loss was NaN/inf); None when absent."""
-    def value(run: Run) -> float | None:
-        if run.diverged:
-            return 0.0
-        v = run.summary.get(key)
-        return None if v is None else float(v)
-    return value
-
-
-score, val_score = summary_value("score"), summary_value("val_score")
-
-
-def train_test_gap(run: Run) -> float | None:
-    train, test = run.summary.get("final_train_acc"), run.summary.get("final_acc")
-    return None if run.diverged or train is None or test is None else float(train) - float(test)
-
-
-def drift(run: Run, prefix: str = "probe_p") -> float | None:
-    """Instability of the probe's distribution: the range (max - min) of its 15th, 50th and 85th percentiles
-    over the evaluations after the first 10% of training, averaged over the three and divided by the mean
-    spread p85 - p15 over the same evaluations (so it has no unit)."""
-    series = [run.series(f"{prefix}{q}") for q in (15, 50, 85)]
-    if any(len(steps) < 3 for steps, _ in series):
-        return None
-    start = 0.1 * max(steps.max() for steps, _ in series)
-    kept = [values[steps >= start] for steps, values in series]
-    n = min(len(values) for values in kept)
-    if n < 2:
-        return None
-    kept = [values[:n] for values in kept]
-    spread = float(np.mean(kept[2] - kept[0]))
-    if not spread > 0:
-        return None
-    return float(np.mean([values.max() - values.min() for values in kept]) / spread)
-
-
-def acc_series(run: Run) -> tuple[str, np.ndarray, np.ndarray]:
-    """The series steps-to-target reads: validation accuracy, or test accuracy when there is no val split."""
-    steps, values = run.series("val_acc")
-    if len(steps):
-        return "val", steps, values
-    return ("test", *run.series("test_acc"))
-
-
-def steps_to(run: Run, target: float) -> float | None:
-    if run.diverged:
-        return None
-    _, steps, values = acc_series(run)
-    hit = np.nonzero(values >= target)[0]
-    return float(steps[hit[0]]) if len(hit) else None
-
-
-def by_seed(runs: list[Run], value: Callable[[Run], float | None]) -> dict:
-    return {run.get("seed"): v for run in runs if (v := value(run)) is not None}
-
-
-def arms_of(runs: list[Run], key: Callable[[Run], tuple] | tuple[str, ...]) -> dict[tuple, list[Run]]:
-    fn = key if callable(key) else (lambda run: tuple(run.get(k) for k in key))
-    arms: dict[tuple, list[Run]] = {}
-    for run in runs:
-        arms.setdefault(fn(run), []).append(run)
-    return dict(sorted(arms.items(), key=lambda kv: sort_key(kv[0])))
-
-
-def arm_json(values: dict, kind: str = "acc") -> dict:
-    """An arm's mean, 95% interval, n and per-seed values: what tables and figures show."""
-    return {**stats.mean_ci(list(values.values()), kind).to_json(), "values": {str(s): v for s, v in values.items()}}
-
-
-def need(arms: dict, key, what: str) -> list[Run]:
-    if key not in arms:
-        raise Missing(f"no runs for {what}")
-    return arms[key]
-
-
-def pick_by_val(arms: dict[tuple, list[Run]], what: str, worst: bool = False):
-    """The arm (e.g. learning rate) with the highest (or lowest) mean validation score; the only one if there is
-    one. Selecting on test scores would bias the comparison toward noisy arms, so no val_score: untestable."""
-    if len(arms) == 1:
-        return next(iter(arms))
-    means = {}
-    for key, runs in arms.items():
-        values = [v for run in runs if (v := val_score(run)) is not None]
-        if len(values) < len(runs):
-            raise Untestable(f"{what}: selecting among {len(arms)} settings needs val_score (data.val_split > 0)")
-        means[key] = float(np.mean(values))
-    return (min if worst else max)(means, key=means.get)
-
-
-def combo(a: dict, b: dict, wa: float, wb: float) -> dict:
-    """wa*a + wb*b per seed, over the seeds both have (a paired linear contrast)."""
-    return {s: wa * a[s] + wb * b[s] for s in a if s in b}
-
-
-def ratio_steps(base: dict, arm: dict) -> Interval | None:
-    """Speed-up base/arm over seeds where both reached the target (steps None = not reached): an arm that
-    reached it in no seed has speed-up 0; one that reached it in some seeds only is not measured."""
-    reached = {s: v for s, v in arm.items() if v is not None}
-    if not reached:
-        return Interval("not reached", 0.0, 0.0, 0.0, len(arm), "ratio")
-    if len(reached) < len(arm):
-        return None
-    base = {s: v for s, v in base.items() if v is not None}
-    return stats.ratio(base, {s: max(v, 1.0) for s, v in reached.items()})
-
-
-def mean_curves(runs: list[Run], key: str) -> dict:
-    """{"steps", "mean", "lo", "hi"} of a metrics field over runs, a 95% interval per evaluated step."""
-    by_step: dict[float, list[float]] = {}
-    for run in runs:
-        for step, value in zip(*run.series(key)):
-            by_step.setdefault(float(step), []).append(float(value))
-    steps = sorted(by_step)
-    ivs = [stats.mean_ci(by_step[s]) for s in steps]
-    finite = [(iv.lo if math.isfinite(iv.lo) else iv.mean, iv.hi if math.isfinite(iv.hi) else iv.mean) for iv in ivs]
-    return {"steps": steps, "mean": [iv.mean for iv in ivs], "lo": [lo for lo, _ in finite],
-            "hi": [hi for _, hi in finite]}
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def diff(a: dict, b: dict) -> Interval:
-    return stats.difference(a, b, "points")
-
 
 # --- the claims --------------------------------------------------------------------------------------------
 
@@ -695,25 +502,7 @@ def judge_c10(runs: list[Run]) -> Judged:
                                      f"at own best LRs {numbers['gap']['best']['text']}")
 
 
-def label(norm) -> str:
-    """A norm's label in tables and legends, as registered (bnrepro/norm/); any other name as it is."""
-    spec = NORMS.get(norm) if isinstance(norm, str) else None
-    return spec.label if spec else str(norm)
-
-
 # --- the registry ------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Claim:
-    id: str
-    title: str
-    experiments: tuple[str, ...]  # run names it reads; the first that has runs is used
-    paper: dict  # the paper's numbers: the one table text and figures read
-    paper_text: str
-    rule: Rule
-    arm: Callable[[Run], tuple] | tuple[str, ...]  # what makes two runs different arms (the rest must match)
-    judge: Callable[[list[Run]], Judged]
-
 
 def _t(text: str) -> str:
     return " ".join(text.split())
@@ -766,49 +555,7 @@ CLAIMS = (
 )
 
 
-from bnrepro.report import why  # noqa: E402  (its modules build on Claim, Rule and the helpers above)
-
 CLAIMS += why.CLAIMS  # C11-C15: why BN works (bnrepro/report/why/)
-
-
-def evaluate(claim: Claim, runs: list[Run]) -> Result:
-    """The claim's verdict from the runs of its experiment: not run (no runs, or an arm missing), inconclusive
-    (unlike runs pooled, or untestable), else what its rule says."""
-    result = Result(claim.id, claim.title, claim.experiments[0], claim.paper_text, claim.rule.text())
-    result.runs = runs_of(claim, runs)
-    if result.runs:
-        result.experiment = result.runs[0].name
-    result.failed = sum(not usable(run) for run in result.runs)
-    result.unreadable = sum(run.status == "unreadable" for run in result.runs)
-    good = [run for run in result.runs if usable(run)]
-    if not good:
-        if result.runs:
-            result.ours = result.reason = f"all {len(result.runs)} runs failed"
-        return result
-    try:
-        check_pooling(arms_of(good, claim.arm))
-        judged = claim.judge(good)
-    except Missing as missing:
-        result.ours = result.reason = f"{len(good)} runs, but {missing}"
-        return result
-    except (Unpoolable, Untestable) as why:
-        result.verdict, result.ours, result.reason = INCONCLUSIVE, str(why), str(why)
-        result.deciding = "not judged: " + str(why)
-        return result
-    result.verdict, result.deciding, result.checks = claim.rule.judge(judged.measured)
-    result.numbers, result.ours = judged.numbers, judged.ours
-    result.numbers.setdefault("data", data_of(good))
-    return result
-
-
-def runs_of(claim: Claim, runs: list[Run]) -> list[Run]:
-    """The runs of the claim's first experiment that has any (failed and unreadable ones included)."""
-    return next((mine for name in claim.experiments if (mine := select(runs, name))), [])
-
-
-def data_of(runs: list[Run]) -> str:
-    """The dataset(s) the runs trained on (data.name), for the report's text and the figures' titles."""
-    return ", ".join(sorted({str(run.get("data.name")) for run in runs}))
 
 
 def evaluate_all(runs: list[Run]) -> list[Result]:

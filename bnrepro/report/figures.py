@@ -8,143 +8,14 @@ the rule's tests in the right-hand column. `render` returns the Figure; `draw` s
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
+from bnrepro.report import plots as P
 from bnrepro.report import style
-from bnrepro.report.claims import PAPER_C1, PAPER_C2, PAPER_C3, PAPER_C5, PAPER_C7, Result
+from bnrepro.report.claims import PAPER_C1, PAPER_C2, PAPER_C3, PAPER_C5, PAPER_C7
+from bnrepro.report.judging import Result
 from bnrepro.report.rules import NOT_RUN
 from bnrepro.report.style import color, dot, legend, paper, plt, zoom
-
-PAPER_SERIES = ("C1", "C2", "C3", "C5", "C7")  # claims whose figure draws numbers from the paper
-CI = "error bars and bands: 95% intervals over seeds (Student t); n = seeds per arm"
-
-
-def _lr(key: str) -> tuple[str, float]:
-    """'BN, x30' -> ('BN', 30.0): the judges' arm keys (claims.py formats them)."""
-    m = re.fullmatch(r"(.*), x([0-9.eE+-]+)", key)
-    return (m[1], float(m[2])) if m else (key, math.nan)
-
-
-def _after(key: str, word: str) -> tuple[str, float]:
-    """'BN, dropout 0.4' -> ('BN', 0.4)."""
-    m = re.fullmatch(rf"(.*), {word} ([0-9.eE+-]+)", key)
-    return (m[1], float(m[2])) if m else (key, math.nan)
-
-
-def _by_norm(arms: dict, parse) -> dict[str, list[tuple[float, dict]]]:
-    out: dict[str, list] = {}
-    for key, cell in arms.items():
-        norm, x = parse(key)
-        out.setdefault(norm, []).append((x, cell))
-    return {n: sorted(v, key=lambda t: t[0]) for n, v in out.items()}
-
-
-def _log_x(ax, xs, label: str) -> None:
-    xs = sorted(set(xs))
-    ax.set_xscale("log")
-    ax.set_xticks(xs, [f"x{x:g}" if "LR" in label else f"{x:g}" for x in xs])
-    ax.minorticks_off()
-    ax.set_xlim(xs[0] / 1.6, xs[-1] * 1.6)
-    ax.set_xlabel(label)
-
-
-def _lines(ax, series: dict[str, list[tuple[float, dict]]], scale: float = 100.0, dodge: float = 1.0):
-    """Mean +- 95% interval per x for each norm, joined by a line; returns the plotted points for zoom. dodge > 1
-    spreads the norms apart by that factor on a log x axis, so error bars at one x do not hide each other."""
-    pts = []
-    k = len(series)
-    for j, (norm, cells) in enumerate(series.items()):
-        c = color(norm)
-        shift = dodge ** (j - (k - 1) / 2)
-        xs = [x * shift for x, _ in cells]
-        ax.plot(xs, [scale * cell["mean"] for _, cell in cells], color=c, lw=1, alpha=0.6)
-        for i, (x, (_, cell)) in enumerate(zip(xs, cells)):
-            pts.append(dot(ax, x, cell, scale, col=c, label=f"{norm} (n={cell['n']})" if i == 0 else None))
-    return pts
-
-
-def _arm_dots(ax, arms: dict, scale: float = 100.0, unit: str = "%", ylabel: str = "", width: int = 12,
-              floor: float | None = None):
-    names = list(arms)
-    pts = [dot(ax, i, arms[n], scale, col=color(n)) for i, n in enumerate(names)]
-    style.categories(ax, [f"{n}\n(n={arms[n]['n']})" for n in names], width)
-    zoom(ax, pts, unit, label=ylabel, floor=floor)
-    return pts
-
-
-def _percentiles(ax, pcts: dict, name: str, title: str) -> None:
-    """The 15/50/85th percentiles of the probed sigmoid input: mean over seeds and 95% band."""
-    for q, ls in ((85, "--"), (50, "-"), (15, ":")):
-        c = pcts.get(q) or pcts.get(str(q))
-        if c and c["steps"]:
-            ax.plot(c["steps"], c["mean"], ls, color=color(name), label=f"{q}th percentile",
-                    marker="o" if len(c["steps"]) < 5 else None, markersize=3)
-            ax.fill_between(c["steps"], c["lo"], c["hi"], color=color(name), alpha=0.15, lw=0)
-    ax.set_title(title)
-    ax.set_xlabel("training steps")
-    ax.set_ylabel("input to one sigmoid (last hidden layer)")
-
-
-def _tests(fig, spec, result: Result) -> None:
-    """The rule's tests, one small axis per unit: each interval, its threshold(s) dashed, coloured by outcome."""
-    checks = result.checks  # a test whose number could not be measured is a row that says so
-    units = list(dict.fromkeys(c["unit"] for c in checks)) or ["points"]
-    sub = spec.subgridspec(len(units), 1, height_ratios=[max(1, sum(c["unit"] == u for c in checks)) for u in units])
-    marks = PAPER_TEST_MARKS.get(result.id, {})
-    for row, unit in enumerate(units):
-        ax = fig.add_subplot(sub[row])
-        mine = [c for c in checks if c["unit"] == unit]
-        scale = 100.0 if unit == "points" else 1.0
-        xs, zeros = [], []
-        for i, c in enumerate(mine):
-            iv = c["interval"]
-            if c["key"] in marks:
-                value, text = marks[c["key"]]
-                paper(ax, value, i, label=text)
-                xs.append(value)
-            if iv is None or not math.isfinite(iv["mean"]):
-                ax.text(0.5, i, "not measured (unclear)", transform=ax.get_yaxis_transform(), ha="center",
-                        va="center", fontsize=style.FONT["tick"], color=style.OUTCOME_COLORS["unclear"])
-                xs += [scale * c["threshold"]]
-                continue
-            mean = scale * iv["mean"]
-            lo, hi = scale * style.finite(iv["lo"], iv["mean"]), scale * style.finite(iv["hi"], iv["mean"])
-            if unit == "ratio" and mean <= 0:  # a speed-up of 0: the arm never reached the target
-                zeros.append((i, c))
-                xs += [scale * c["threshold"]]
-                continue
-            ax.errorbar([mean], [i], xerr=[[mean - lo], [hi - mean]], fmt="o",
-                        color=style.OUTCOME_COLORS.get(c["outcome"], "0.5"), capsize=4)
-            limits = (-c["threshold"], c["threshold"]) if c["kind"] == "equivalent" else (c["threshold"],)
-            for t in limits:
-                ax.plot([scale * t] * 2, [i - 0.35, i + 0.35], "k--", lw=1)
-            fail_at = c.get("fail_at", c["threshold"])
-            if c["kind"] != "equivalent" and fail_at != c["threshold"]:  # where the evidence turns against it
-                ax.plot([scale * fail_at] * 2, [i - 0.35, i + 0.35], ":", color=style.OUTCOME_COLORS["fails"], lw=1.5)
-                limits = (*limits, fail_at)
-            xs += [lo, hi, *(scale * t for t in limits)]
-        ax.set_yticks(range(len(mine)), [f"[{c['key']}] {c['role']}\n{c['outcome']}" for c in mine])
-        ax.set_ylim(len(mine) - 0.4, -0.6)
-        if unit == "ratio":
-            ax.set_xscale("log")
-            ax.set_xlim(min(xs) / 1.5, max(xs) * 1.5)
-            style.ratio_axis(ax.xaxis)
-            for i, c in zeros:
-                ax.plot([0.0], [i], marker="<", color=style.OUTCOME_COLORS.get(c["outcome"], "0.5"),
-                        transform=ax.get_yaxis_transform(), clip_on=False, linestyle="none")
-                ax.text(0.03, i, "0x: never reached", transform=ax.get_yaxis_transform(), va="center",
-                        fontsize=style.FONT["tick"])
-        else:
-            pad = 0.15 * (max(xs) - min(xs) or 1.0)  # the thresholds are always in xs
-            ax.set_xlim(min(xs) - pad, max(xs) + pad)
-        ax.set_xlabel({"points": "difference (points)", "ratio": "ratio (log scale)"}.get(unit, "value"))
-        ax.grid(False, axis="y")
-        if row == 0:
-            ax.set_title("the rule's tests, 95% intervals\ngreen holds, red fails, grey unclear;\n"
-                         "dashed: holds beyond it;\nred dotted: fails short of it")
-        legend(ax)
-
 
 PAPER_TEST_MARKS = {  # the paper's value of a tested quantity, drawn on the tests panel
     "C1": {"far": (PAPER_C1["speedup"]["BN-x5"], f"paper: BN-x5 {PAPER_C1['speedup']['BN-x5']:.1f}x (ImageNet)")},
@@ -152,26 +23,9 @@ PAPER_TEST_MARKS = {  # the paper's value of a tested quantity, drawn on the tes
 }
 
 
-def _frame(result: Result, width: float, height: float, grid: tuple[int, int], ratios=None, test_width: float = 1.0):
-    """Figure, its data gridspec (rows x cols) and the tests column's spec."""
-    fig = style.figure(width, height)
-    rows, cols = grid
-    gs = fig.add_gridspec(rows, cols + 1, width_ratios=list(ratios or [1] * cols) + [test_width])
-    _tests(fig, gs[:, -1], result)
-    verdict = f"verdict: {result.verdict} ({result.deciding})"
-    fig.suptitle(f"{result.id}: {result.title}\n{style.wrap(verdict, 150)}", fontsize=style.FONT["suptitle"])
-    return fig, gs
-
-
-def _caption(fig, result: Result, names=(), extra: str = "") -> None:
-    parts = [f"Paper: {result.paper}."]
-    if extra:
-        parts.append(extra)
-    names_text = style.explain(names)
-    if names_text:
-        parts.append(f"Arms: {names_text}.")
-    parts.append(CI + ".")
-    style.caption(fig, "\n".join(parts))
+def _frame(result: Result, *args, **kw):
+    """plots.frame, with the paper's value of a tested quantity drawn on the tests panel where there is one."""
+    return P.frame(result, *args, marks=PAPER_TEST_MARKS.get(result.id), **kw)
 
 
 # --- the figures -----------------------------------------------------------------------------------------
@@ -197,16 +51,16 @@ def fig1(result: Result):
     a.set_title("(a) test accuracy over training")
     legend(a)
     b, c = fig.add_subplot(gs[0, 1]), fig.add_subplot(gs[0, 2])
-    _percentiles(b, n["percentiles"]["no BN"], "no BN", "(b) without BN")
-    _percentiles(c, n["percentiles"]["BN"], "BN", "(c) with BN")
+    P.percentiles(b, n["percentiles"]["no BN"], "no BN", "(b) without BN")
+    P.percentiles(c, n["percentiles"]["BN"], "BN", "(c) with BN")
     style.share_y(b, c)
     c.set_ylabel("")
     legend(c)
     _steps_table(fig.add_subplot(gs[1, 0:2]), result)
     d = fig.add_subplot(gs[1, 2])
-    _arm_dots(d, n["arms"], ylabel="score: test accuracy (%)")
+    P.arm_dots(d, n["arms"], ylabel="score: test accuracy (%)")
     d.set_title("(d) score: mean test accuracy over the last k evaluations")
-    _caption(fig, result, ["BN", "no BN"], "The paper gives no numbers for Fig. 1; panels (b) and (c) share y.")
+    P.caption(fig, result, ["BN", "no BN"], "The paper gives no numbers for Fig. 1; panels (b) and (c) share y.")
     return fig
 
 
@@ -280,7 +134,7 @@ def c1(result: Result):
     a.set_title(f"(a) speed-up to the target {100 * n['target']:.1f}% ({n['split']} accuracy)")
     legend(a)
     b = fig.add_subplot(gs[0, 1])
-    _arm_dots(b, {v: ladder[v]["score"] for v in names}, ylabel="ours: score, test accuracy (%)", width=13)
+    P.arm_dots(b, {v: ladder[v]["score"] for v in names}, ylabel="ours: score, test accuracy (%)", width=13)
     b.set_title(f"(b) ours: score ({n.get('data', 'digits')})")
     p = fig.add_subplot(gs[0, 2])
     pts = [(i, PAPER_C1["max_acc"][v], PAPER_C1["max_acc"][v], PAPER_C1["max_acc"][v]) for i, v in enumerate(names)
@@ -291,7 +145,7 @@ def c1(result: Result):
     zoom(p, pts, label="paper: max accuracy (%)")
     p.set_title("(c) paper: max accuracy (ImageNet)")
     legend(p)
-    _caption(fig, result, names, "Speed-ups are paired by seed on the log scale; (b) and (c) are different data "
+    P.caption(fig, result, names, "Speed-ups are paired by seed on the log scale; (b) and (c) are different data "
              "sets, so each has its own y range.")
     return fig
 
@@ -300,15 +154,15 @@ def c2(result: Result):
     n = result.numbers
     fig, gs = _frame(result, 16, 6, (1, 2), test_width=1.0)
     a = fig.add_subplot(gs[0, 0])
-    series = _by_norm(n["arms"], _lr)
-    pts = _lines(a, series, dodge=1.08)
+    series = P.by_norm(n["arms"], P.parse_lr)
+    pts = P.lines(a, series, dodge=1.08)
     mult = PAPER_C2["diverged_lr"] / PAPER_C2["base_lr"]
     lrs = sorted({lr for v in series.values() for lr, _ in v} | {1.0, mult, 30.0})
-    _log_x(a, lrs, "learning rate multiplier (LR x)")
+    P.log_x(a, lrs, "learning rate multiplier (LR x)")
     zoom(a, pts, label="ours: score, test accuracy (%)")
     for key, k in n["diverged"].items():
         if k:
-            norm, lr = _lr(key)
+            norm, lr = P.parse_lr(key)
             a.annotate(f"{k}/{n['arms'][key]['n']} diverged", (lr, 0.1), xycoords=("data", "axes fraction"),
                        ha="center", fontsize=style.FONT["tick"], color=color(norm))
     a.set_title(f"(a) ours ({n.get('data', 'digits')}): score per learning rate")
@@ -323,9 +177,9 @@ def c2(result: Result):
     p.annotate("diverged", (mult, 0.1), xycoords=("data", "axes fraction"), ha="center",
                fontsize=style.FONT["tick"], color=color("none"))
     zoom(p, [(x, y, y, y) for x, y, _ in base], label="paper: max top-1 accuracy (%)")
-    _log_x(p, lrs, "learning rate multiplier (LR x)")
+    P.log_x(p, lrs, "learning rate multiplier (LR x)")
     p.set_title("(b) paper (ImageNet Inception), its own y range")
-    _caption(fig, result, ["BN", "no BN"], "A diverged run scores 0 (drawn as v below the axis when off the range).")
+    P.caption(fig, result, ["BN", "no BN"], "A diverged run scores 0 (drawn as v below the axis when off the range).")
     return fig
 
 
@@ -375,7 +229,7 @@ def c3(result: Result):
         extra = (" (c): the weight-gradient norm of each layer, from the training step's own .grad at each "
                  "evaluation (geometric mean over evaluations; mean and 95% interval over seeds), each arm at its "
                  "chosen LR; the paper gives no number for gradient flow.")
-    _caption(fig, result, ["BN", "no BN"], "Sigmoid without BN in the paper: never above 0.1%." + extra)
+    P.caption(fig, result, ["BN", "no BN"], "Sigmoid without BN in the paper: never above 0.1%." + extra)
     return fig
 
 
@@ -404,15 +258,15 @@ def c4(result: Result):
     n = result.numbers
     fig, gs = _frame(result, 16, 5.5, (1, 3), test_width=0.9)
     a, b = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
-    _percentiles(a, n["percentiles"]["no BN"], "no BN", "(a) without BN")
-    _percentiles(b, n["percentiles"]["BN"], "BN", "(b) with BN")
+    P.percentiles(a, n["percentiles"]["no BN"], "no BN", "(a) without BN")
+    P.percentiles(b, n["percentiles"]["BN"], "BN", "(b) with BN")
     style.share_y(a, b)
     b.set_ylabel("")
     legend(b)
     d = fig.add_subplot(gs[0, 2])
-    _arm_dots(d, n["arms"], 1.0, "", "probe drift (range / spread)")
+    P.arm_dots(d, n["arms"], 1.0, "", "probe drift (range / spread)")
     d.set_title(f"(c) drift per arm; ratio BN / no BN\n{n['ratio']['text']}")
-    _caption(fig, result, ["BN", "no BN"], "The paper gives no number; its Fig. 1(b, c) shows the no-BN percentiles "
+    P.caption(fig, result, ["BN", "no BN"], "The paper gives no number; its Fig. 1(b, c) shows the no-BN percentiles "
              "wandering and the BN ones steady. (a) and (b) share y.")
     return fig
 
@@ -421,19 +275,19 @@ def c5(result: Result):
     n = result.numbers
     fig, gs = _frame(result, 16, 5.8, (1, 2), test_width=1.0)
     a, b = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
-    rates = sorted({_after(k, "dropout")[1] for k in n["arms"]})
+    rates = sorted({P.parse_after(k, "dropout")[1] for k in n["arms"]})
     pos = {r: i for i, r in enumerate(rates)}
     for ax, arms, scale, unit, ylabel in ((a, n["arms"], 100.0, "%", "score, test accuracy (%)"),
                                           (b, n["train_test_gap"], 100.0, " points", "train - test accuracy (points)")):
-        series = _by_norm(arms, lambda k: _after(k, "dropout"))
+        series = P.by_norm(arms, lambda k: P.parse_after(k, "dropout"))
         series = {norm: [(pos[r] + (-0.08 if norm == "BN" else 0.08), c) for r, c in v] for norm, v in series.items()}
-        zoom(ax, _lines(ax, series, scale), unit, label=ylabel)
+        zoom(ax, P.lines(ax, series, scale), unit, label=ylabel)
         style.categories(ax, [f"dropout {r:g}" for r in rates])
         legend(ax)
     best = ", ".join(f"{k} {v:g}" for k, v in n.get("best_dropout", {}).items())
     a.set_title(f"(a) score per dropout rate (best > 0 on validation: {best})")
     b.set_title("(b) train - test gap per dropout rate")
-    _caption(fig, result, ["BN", "no BN"])
+    P.caption(fig, result, ["BN", "no BN"])
     return fig
 
 
@@ -442,16 +296,16 @@ def c6(result: Result):
     key = n.get("init_key", "model.init_std").split(".")[-1]
     fig, gs = _frame(result, 16, 5.8, (1, 2), test_width=1.0)
     a, b = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
-    series = _by_norm(n["arms"], lambda k: _after(k, key))
-    pts = _lines(a, series, dodge=1.08)
-    _log_x(a, [x for v in series.values() for x, _ in v], f"{key} (log scale)")
+    series = P.by_norm(n["arms"], lambda k: P.parse_after(k, key))
+    pts = P.lines(a, series, dodge=1.08)
+    P.log_x(a, [x for v in series.values() for x, _ in v], f"{key} (log scale)")
     zoom(a, pts, label="score, test accuracy (%)")
     a.set_title("(a) score per initialization scale")
     legend(a)
-    _arm_dots(b, n["spread"], 100.0, " points", "spread over inits (points)\nmax - min score within a seed",
+    P.arm_dots(b, n["spread"], 100.0, " points", "spread over inits (points)\nmax - min score within a seed",
               floor=0.0)
     b.set_title("(b) spread of the score over inits")
-    _caption(fig, result, ["BN", "no BN"], "The paper gives no number (section 3.3).")
+    P.caption(fig, result, ["BN", "no BN"], "The paper gives no number (section 3.3).")
     return fig
 
 
@@ -464,7 +318,7 @@ def c7(result: Result):
         xs = sorted((float(g), cell) for g, cell in cells.items() if g != "None")
         sizes += [x for x, _ in xs]
         if len(xs) > 1:
-            pts += _lines(a, {norm: xs})
+            pts += P.lines(a, {norm: xs})
         else:
             for x, cell in xs:  # GN, LN: statistics never use the batch; one run set at the whole batch
                 pts.append(dot(a, x, cell, col=color(norm), marker="s", label=f"{norm} (n={cell['n']}; any batch)"))
@@ -490,7 +344,7 @@ def c7(result: Result):
     p.set_xlabel("images per GPU (log 2)")
     p.set_title("(b) paper (Group Norm, ResNet-50 ImageNet), its own y range")
     legend(p)
-    _caption(fig, result, list(n["error"]) + ["GN", "LN", "Batch Renorm"],
+    P.caption(fig, result, list(n["error"]) + ["GN", "LN", "Batch Renorm"],
              "Dotted lines: a norm whose statistics never use the batch, run once, drawn across every size.")
     return fig
 
@@ -515,7 +369,7 @@ def c8(result: Result):
     for ax in axes[1:]:
         ax.set_ylabel("")
     legend(axes[-1])
-    _caption(fig, result, variants, "Panels share y. The paper's claim is qualitative (no number to draw).")
+    P.caption(fig, result, variants, "Panels share y. The paper's claim is qualitative (no number to draw).")
     return fig
 
 
@@ -523,11 +377,11 @@ def c9(result: Result):
     n = result.numbers
     fig, gs = _frame(result, 15, 5.6, (1, 2), test_width=1.0)
     a, b = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
-    _arm_dots(a, n["arms"], ylabel="score, test accuracy (%)")
+    P.arm_dots(a, n["arms"], ylabel="score, test accuracy (%)")
     a.set_title("(a) score per arm")
-    _arm_dots(b, n["drift"], 1.0, "", "probe drift (range / spread)")
+    P.arm_dots(b, n["drift"], 1.0, "", "probe drift (range / spread)")
     b.set_title(f"(b) drift of the probed input ({n.get('probe', '')})")
-    _caption(fig, result, list(n["arms"]), "The paper's claim is qualitative (no number to draw).")
+    P.caption(fig, result, list(n["arms"]), "The paper's claim is qualitative (no number to draw).")
     return fig
 
 
@@ -535,9 +389,9 @@ def c10(result: Result):
     n = result.numbers
     fig, gs = _frame(result, 16, 6, (1, 2), ratios=[1.3, 1], test_width=1.0)
     a, b = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
-    series = _by_norm(n["arms"], _lr)
-    pts = _lines(a, series, dodge=1.08)
-    _log_x(a, [x for v in series.values() for x, _ in v], "learning rate multiplier (LR x)")
+    series = P.by_norm(n["arms"], P.parse_lr)
+    pts = P.lines(a, series, dodge=1.08)
+    P.log_x(a, [x for v in series.values() for x, _ in v], "learning rate multiplier (LR x)")
     a.axvline(n["small_lr_mult"], color="black", ls=":", lw=1, label=f"smallest shared LR x{n['small_lr_mult']:g}")
     order = list(series)
     for norm, lr in n["best_lr_mult"].items():
@@ -561,7 +415,7 @@ def c10(result: Result):
     zoom(b, gpts, " points", label="BN - no BN score (points)")
     b.set_title("(b) BN's advantage")
     legend(b)
-    _caption(fig, result, ["BN", "no BN"], "The paper's claim is qualitative (no number to draw). A diverged run "
+    P.caption(fig, result, ["BN", "no BN"], "The paper's claim is qualitative (no number to draw). A diverged run "
              "scores 0 (drawn as v below the axis when off the range).")
     return fig
 
@@ -569,8 +423,8 @@ def c10(result: Result):
 def generic(result: Result):
     fig, gs = _frame(result, 12, 5.5, (1, 1))
     ax = fig.add_subplot(gs[0, 0])
-    _arm_dots(ax, result.numbers["arms"], ylabel="score, test accuracy (%)")
-    _caption(fig, result)
+    P.arm_dots(ax, result.numbers["arms"], ylabel="score, test accuracy (%)")
+    P.caption(fig, result)
     return fig
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bnrepro.report.claims import Result
+from bnrepro.report.judging import Result
 
 
 def log_to_wandb(results: list[Result], figures: dict[str, Path], runs_dir: Path) -> None:

@@ -6,7 +6,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from bnrepro.report.claims import CLAIMS, Result, evaluate_all, runs_of
+from bnrepro.report.claims import CLAIMS, evaluate_all
+from bnrepro.report.judging import Result, runs_of
 from bnrepro.report.figures import draw
 from bnrepro.report.rules import HOW_TO_READ
 from bnrepro.report.runs import load_runs

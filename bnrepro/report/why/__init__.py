@@ -1,12 +1,13 @@
 """Why BN works: claims C11-C15 (the explanation debate), one module each, with the same machinery as C1-C10
-(bnrepro/report/claims.py: Claim, Rule, judges returning Judged; figures drawn only from Result.numbers).
+(bnrepro/report/judging.py: Claim, Rule, judges returning Judged; plots.py: the figures' frame and panels, drawn
+only from Result.numbers).
 
 Each module defines its paper numbers, its Rule (thresholds fixed before any run), its judge, `CLAIM` (a
-claims.Claim) and `FIGURE` (a function Result -> matplotlib Figure); they are listed here once.
+judging.Claim) and `FIGURE` (a function Result -> matplotlib Figure); they are listed here once.
 """
 from __future__ import annotations
 
-from bnrepro.report.why import decoupling, folding, init_gradients, scale_invariance, smoothness  # noqa: E402
+from bnrepro.report.why import decoupling, folding, init_gradients, scale_invariance, smoothness
 
 CLAIMS: tuple = (smoothness.CLAIM, init_gradients.CLAIM, decoupling.CLAIM, scale_invariance.CLAIM, folding.CLAIM)
 FIGURES: dict = {"C11": smoothness.FIGURE, "C12": init_gradients.FIGURE, "C13": decoupling.FIGURE,

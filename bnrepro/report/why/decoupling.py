@@ -8,8 +8,9 @@ multipliers x1, x5, x30 (experiment c13_decoupling)."""
 from __future__ import annotations
 
 
+from bnrepro.report import plots as P
 from bnrepro.report import style
-from bnrepro.report.claims import (
+from bnrepro.report.judging import (
     SAME, Claim, Judged, Missing, arm_json, arms_of, by_seed, combo, diff, mean_curves, need, score)
 from bnrepro.report.rules import CORE, PRECONDITION, SUPPORT, Rule, Test
 from bnrepro.report.runs import Run
@@ -93,26 +94,25 @@ CLAIM = Claim("C13", "Length-direction decoupling (weight norm + mean-only BN) r
 def figure(result):
     """(a) ours: score per LR multiplier for each arm (as C2's figure); (b) ours: test accuracy over training at
     x1 and at the largest LR; (c) the paper's CIFAR-10 test errors beside our test errors at x1."""
-    from bnrepro.report.figures import _by_norm, _caption, _frame, _lines, _log_x, _lr
     from bnrepro.report.style import color, legend, paper, zoom
 
     n = result.numbers
-    fig, gs = _frame(result, 19, 6.4, (1, 3), ratios=[1.1, 1.1, 0.9], test_width=1.1)
+    fig, gs = P.frame(result, 19, 6.4, (1, 3), ratios=[1.1, 1.1, 0.9], test_width=1.1)
     a = fig.add_subplot(gs[0, 0])
-    series = _by_norm(n["arms"], _lr)
-    pts = _lines(a, series, dodge=1.08)
-    _log_x(a, [lr for v in series.values() for lr, _ in v], "learning rate multiplier (LR x, as C2)")
+    series = P.by_norm(n["arms"], P.parse_lr)
+    pts = P.lines(a, series, dodge=1.08)
+    P.log_x(a, [lr for v in series.values() for lr, _ in v], "learning rate multiplier (LR x, as C2)")
     zoom(a, pts, label="ours: score, test accuracy (%)")
     for key, k in n["diverged"].items():
         if k:
-            norm, lr = _lr(key)
+            norm, lr = P.parse_lr(key)
             a.annotate(f"{k}/{n['arms'][key]['n']}\ndiverged", (lr, 0.08), xycoords=("data", "axes fraction"),
                        ha="center", fontsize=style.FONT["tick"], color=color(norm))
     a.set_title("(a) ours (digits MLP): score per learning rate")
     legend(a)
     b = fig.add_subplot(gs[0, 1])
     for key, c in n["curves"].items():
-        norm, lr = _lr(key)
+        norm, lr = P.parse_lr(key)
         if c["steps"]:
             ls = "-" if lr == n["low_lr_mult"] else "--"
             b.plot(c["steps"], [100 * m for m in c["mean"]], ls, color=color(norm), label=key, marker="o",
@@ -147,7 +147,7 @@ def figure(result):
     handles = p.get_legend_handles_labels()
     h2 = p2.get_legend_handles_labels()
     p.legend(handles[0] + h2[0], handles[1] + h2[1], fontsize=style.FONT["legend"], loc="upper left")
-    _caption(fig, result, names, "A diverged run scores 0. Paper and ours differ in data and net, so (c) gives each "
+    P.caption(fig, result, names, "A diverged run scores 0. Paper and ours differ in data and net, so (c) gives each "
              "its own axis. " + f"Share of BN's gain at x{n['top_lr_mult']:g}: "
              + ", ".join(f"{k} {v['text']}" for k, v in n["share_of_bn_gain"].items() if v) + ".")
     return fig

@@ -9,13 +9,13 @@ the trained net and compares both over the whole test set in fp32 (bnrepro/probe
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 from bnrepro.probes.fold import TOL
+from bnrepro.report import plots as P
 from bnrepro.report import stats
-from bnrepro.report.claims import Claim, Judged, Missing
+from bnrepro.report.judging import Claim, Judged, Missing
 from bnrepro.report.rules import CORE, PRECONDITION, SUPPORT, Rule, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.stats import Interval
@@ -113,12 +113,11 @@ CLAIM = Claim(
 def figure(result):
     """(a) the largest relative output difference per run, by family, against the tolerance and fp32's epsilon;
     (b) the speed-up per family; (c) predictions and BN layers folded, per family, as a table."""
-    from bnrepro.report import figures as F
     from bnrepro.report import style
 
     n = result.numbers
     fams = n["families"]
-    fig, gs = F._frame(result, 17, 5.8, (1, 3), ratios=[1.2, 1, 1.1], test_width=1.1)
+    fig, gs = P.frame(result, 17, 5.8, (1, 3), ratios=[1.2, 1, 1.1], test_width=1.1)
     a = fig.add_subplot(gs[0, 0])
     names = list(fams)
     for i, name in enumerate(names):
@@ -166,7 +165,7 @@ def figure(result):
     table.auto_set_column_width(list(range(5)))
     table.scale(1, 1.4)
     c.set_title("(c) predictions over every run's test set")
-    F._caption(fig, result, extra="Each family trained briefly; the fold (torch's fuse_conv_bn_eval / "
+    P.caption(fig, result, extra="Each family trained briefly; the fold (torch's fuse_conv_bn_eval / "
                "fuse_linear_bn_eval) is applied to a copy of the trained net in eval mode; both run in fp32 "
                "(TF32 off). Changed = top-1 differs and the top two logits are not tied within the tolerance. "
                "The paper gives no number; the grey squares are our own benchmark's ratios.")

@@ -17,8 +17,9 @@ import math
 
 import numpy as np
 
+from bnrepro.report import plots as P
 from bnrepro.report import stats
-from bnrepro.report.claims import (
+from bnrepro.report.judging import (
     TRAINS, Claim, Judged, Missing, arm_json, by_seed, diff, score)
 from bnrepro.report.rules import CORE, SUPPORT, Rule, Test
 from bnrepro.report.runs import Run
@@ -194,11 +195,10 @@ ARM_COLORS = {"plain BN": "#1f77b4", "BN + residual": "#17becf", "no BN (critica
 def figure(result):
     """(a, b) log10 gradient norm per layer at init, deepest MLP and conv net, per arm, the paper's slope beside
     plain BN's; (c) growth rate per layer vs depth, both families; (d) the deepest MLP's score after training."""
-    from bnrepro.report import figures as F
     from bnrepro.report import style
 
     n = result.numbers
-    fig, gs = F._frame(result, 17, 9, (2, 2), test_width=1.1)
+    fig, gs = P.frame(result, 17, 9, (2, 2), test_width=1.1)
     rate = PAPER_C12["rate"]
     for k, family in enumerate(n.get("profiles", {})):
         ax = fig.add_subplot(gs[0, k])
@@ -263,7 +263,7 @@ def figure(result):
         ax.text(0.5, 0.5, "not trained", transform=ax.transAxes, ha="center")
         ax.set_title("(d) deepest MLP after training")
     style.legend(ax)
-    F._caption(fig, result, extra="Plain BN = BN before every "
+    P.caption(fig, result, extra="Plain BN = BN before every "
                "ReLU, no skip connections; BN + residual = the same with identity skips; no BN = Kaiming fan_in "
                "(critical for ReLU). The paper's rate is the large-batch theory for fully connected ReLU nets "
                "(the dashed line in (a) has its slope, anchored at our plain BN's last hidden layer).")

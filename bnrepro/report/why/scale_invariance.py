@@ -14,8 +14,9 @@ import math
 
 import numpy as np
 
+from bnrepro.report import plots as P
 from bnrepro.report import stats
-from bnrepro.report.claims import Claim, Judged, Missing, arms_of, arm_json, mean_curves
+from bnrepro.report.judging import Claim, Judged, Missing, arms_of, arm_json, mean_curves
 from bnrepro.report.rules import CORE, SUPPORT, Rule, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.stats import Interval
@@ -168,11 +169,10 @@ CLAIM = Claim("C14", "BN makes a layer scale-invariant; weight decay sets its ef
 def figure(result):
     """(a) ||w|| per BN-ed layer over training, with and without weight decay; (b) lr/||w||^2 likewise (log);
     (c) the scale check: largest output change and gradient-ratio error per factor a, exact and as trained."""
-    from bnrepro.report.figures import _caption, _frame
     from bnrepro.report.style import legend
 
     n = result.numbers
-    fig, gs = _frame(result, 19, 6.4, (1, 3), ratios=[1, 1, 0.9], test_width=1.1)
+    fig, gs = P.frame(result, 19, 6.4, (1, 3), ratios=[1, 1, 0.9], test_width=1.1)
     a, b = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
     colors = {"no WD": "#d62728", f"WD {n['weight_decay']:g}": "#1f77b4"}
     styles = ["-", "--", ":", "-."]
@@ -214,7 +214,7 @@ def figure(result):
     c.set_ylabel("largest relative change over layers and runs")
     c.set_title("(c) ours: scale invariance on the trained nets\n(paper: exactly 0, section 3.3)")
     legend(c)
-    _caption(fig, result, (), f"Curves: mean over seeds with 95% bands. (c): a change of exactly 0 is drawn at "
+    P.caption(fig, result, (), f"Curves: mean over seeds with 95% bands. (c): a change of exactly 0 is drawn at "
              f"{floor:g}. The paper gives the identity, no numbers; "
              "van Laarhoven and Hoffer et al. give the mechanism (a) and (b) test.")
     return fig

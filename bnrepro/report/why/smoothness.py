@@ -23,8 +23,9 @@ import math
 
 import numpy as np
 
+from bnrepro.report import plots as P
 from bnrepro.report import stats
-from bnrepro.report.claims import (
+from bnrepro.report.judging import (
     STABLE_FACTOR, Claim, Judged, Result, arm_json, arms_of, by_seed, need, score)
 from bnrepro.report.rules import CORE, PRECONDITION, SUPPORT, Rule, Test
 from bnrepro.report.runs import Run
@@ -138,11 +139,10 @@ def figure(result: Result):
     """(a)-(c): each measure over training, BN vs no BN (mean over seeds with a 95% band, log y); (d) the three
     ratios BN / no BN with the paper's claim (below 1, clearly) beside them; the rule's tests on the right."""
     from bnrepro.report import style
-    from bnrepro.report.figures import _caption, _frame
     from bnrepro.report.style import color, legend
 
     n = result.numbers
-    fig, gs = _frame(result, 22, 6.2, (1, 5), ratios=[1, 1, 1, 0.8, 1], test_width=1.2)
+    fig, gs = P.frame(result, 22, 6.2, (1, 5), ratios=[1, 1, 1, 0.8, 1], test_width=1.2)
     for i, (key, what, panel) in enumerate(MEASURES.values()):
         ax = fig.add_subplot(gs[0, i])
         for name in ("no BN", "BN"):
@@ -191,7 +191,7 @@ def figure(result: Result):
     e.set_title("(e) ratio per probe step (described, not tested)")
     legend(e)
     mults = ", ".join(f"{m:g}" for m in n.get("step_multiples", []))
-    _caption(fig, result, ["BN", "no BN"], f"Step sizes eta = LR x {mults}, on the step's training batch in "
+    P.caption(fig, result, ["BN", "no BN"], f"Step sizes eta = LR x {mults}, on the step's training batch in "
              f"training mode; Santurkar et al. cap eta at {PAPER['max_eta']:g} (4x their LR). The paper draws "
              "curves and states no number, so its claim is drawn as a region, not as values. (a)-(c): geometric "
              "mean over seeds per probe step with its 95% band (t on the logs); (e): BN / no BN per step, paired "
