@@ -17,7 +17,7 @@ from bnrepro.probes.fold import compare, fold_report
 from bnrepro.probes.init_gradients import growth_rate, layer_gradient_norms
 from bnrepro.report.judging import evaluate
 from bnrepro.report.runs import load_runs
-from bnrepro.report.why import folding, init_gradients
+from bnrepro.claims import c12_init_gradients as init_gradients, c15_folding as folding
 from bnrepro.train import train
 from conftest import compose_cfg
 from test_golden_loop import COMMON, GOLDEN, IDENTITY, RUNS, _rows, _summary

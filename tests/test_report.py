@@ -15,7 +15,7 @@ import pytest
 from bnrepro import rundir
 from bnrepro.report import write_report
 from bnrepro.report.__main__ import main
-from bnrepro.report.claims import CLAIMS
+from bnrepro.claims import CLAIMS
 from bnrepro.report.judging import evaluate
 from bnrepro.report.runs import load_runs
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bnrepro.report.__main__ import main
-from bnrepro.report.claims import CLAIMS
+from bnrepro.claims import CLAIMS
 from bnrepro.report.judging import evaluate
 from bnrepro.report.runs import load_run, load_runs
 from bnrepro.report.writer import MARKER, report_facts

@@ -15,8 +15,8 @@ from bnrepro import rundir
 from bnrepro.arms import arm_of, varied_keys
 from bnrepro.report.__main__ import main
 from bnrepro.report.runs import Run
-from bnrepro.report.wandb_report import (FILE, PROBES, build_report, publish, report_spec, runs_filter, validate,
-                                         write_spec)
+from bnrepro.report.panels import PROBES
+from bnrepro.report.wandb_report import FILE, build_report, publish, report_spec, runs_filter, validate, write_spec
 from conftest import compose_cfg
 
 

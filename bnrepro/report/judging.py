@@ -1,6 +1,5 @@
-"""The machinery every claim's verdict is built from (bnrepro/report/claims.py: fig1, C1-C10; bnrepro/report/why/:
-C11-C15): the thresholds fixed before any run, `Claim` (the paper's numbers, a declarative Rule, a judge),
-`Judged` and `Result`, the run measures and arm helpers the judges share, and `evaluate`, which turns a claim and
+"""The machinery every claim's verdict is built from (bnrepro/claims/: fig1, C1-C15, a module each): the thresholds
+fixed before any run, `Claim` (the paper's numbers, a declarative Rule, a judge), `Judged` and `Result`, the run measures and arm helpers the judges share, and `evaluate`, which turns a claim and
 its runs into a Result.
 
 Runs are scored by summary `score` (mean test accuracy over the last k evaluations); selections (an arm's
@@ -201,6 +200,20 @@ def mean_curves(runs: list[Run], key: str) -> dict:
     finite = [(iv.lo if math.isfinite(iv.lo) else iv.mean, iv.hi if math.isfinite(iv.hi) else iv.mean) for iv in ivs]
     return {"steps": steps, "mean": [iv.mean for iv in ivs], "lo": [lo for lo, _ in finite],
             "hi": [hi for _, hi in finite]}
+
+
+def ladder_steps(arms: dict[str, list[Run]], base: str) -> tuple[float, dict[str, dict]]:
+    """The steps to a target (fig1, C1): target = lowest best validation accuracy over the base arm's seeds; per arm {seed: steps or None}."""
+    best = [float(acc_series(r)[2].max()) for r in arms[base] if not r.diverged and len(acc_series(r)[2])]
+    if not best:
+        raise Missing(f"no finished {base} run with an accuracy series")
+    target = min(best)
+    return target, {name: {r.get("seed"): steps_to(r, target) for r in rs} for name, rs in arms.items()}
+
+
+def prose(text: str) -> str:
+    """A triple-quoted paragraph as one line (a claim's paper text)."""
+    return " ".join(text.split())
 
 
 def pct(x: float) -> str:

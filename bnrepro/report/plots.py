@@ -1,5 +1,5 @@
-"""The report's plotting helpers, shared by every claim's figure (bnrepro/report/figures.py and the modules of
-bnrepro/report/why/): the frame every figure has (the data panels, the rule's tests column, the verdict as
+"""The report's plotting helpers, shared by every claim's figure (the modules of bnrepro/claims/ and
+figures.generic): the frame every figure has (the data panels, the rule's tests column, the verdict as
 title), its caption, and the panels several claims draw (lines over an LR axis, dots per arm, percentile bands).
 House style (colours, fonts, zoom) is style.py's."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ CI = "error bars and bands: 95% intervals over seeds (Student t); n = seeds per 
 
 
 def parse_lr(key: str) -> tuple[str, float]:
-    """'BN, x30' -> ('BN', 30.0): the judges' arm keys (claims.py formats them)."""
+    """'BN, x30' -> ('BN', 30.0): the judges' arm keys (bnrepro/claims/ formats them)."""
     m = re.fullmatch(r"(.*), x([0-9.eE+-]+)", key)
     return (m[1], float(m[2])) if m else (key, math.nan)
 
@@ -162,3 +162,13 @@ def caption(fig, result: Result, names=(), extra: str = "") -> None:
         parts.append(f"Arms: {names_text}.")
     parts.append(CI + ".")
     style.caption(fig, "\n".join(parts))
+
+
+def diverged_notes(ax, diverged: dict, arms: dict, y: float, sep: str = " ") -> None:
+    """'k/n diverged' under each LR arm (key 'BN, x30') where k of its n seeds diverged, at height y (axes
+    fraction), in the norm's colour."""
+    for key, k in diverged.items():
+        if k:
+            norm, lr = parse_lr(key)
+            ax.annotate(f"{k}/{arms[key]['n']}{sep}diverged", (lr, y), xycoords=("data", "axes fraction"),
+                        ha="center", fontsize=style.FONT["tick"], color=color(norm))

@@ -20,83 +20,18 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import urlparse
 
-from bnrepro.arms import arm_of, lookup
+from bnrepro.arms import arm_of
+from bnrepro.claims import PANELS
+from bnrepro.report.panels import DEFAULT
 
 FORMAT = "bnrepro-wandb-report/1"
 FILE = "wandb_report.json"
-PROBES = ["probe_p15", "probe_p50", "probe_p85"]
 
 
-# --- panels: plain dicts of wr constructor arguments ----------------------------------------------------
-
-def line(title: str, y: list[str], x: str = "Step", **extra) -> dict:
-    """A metric's history vs steps, one line per arm (mean over seeds, band = standard error)."""
-    return {"type": "LinePlot", "title": title, "x": x, "y": y, "groupby": "JobType", "groupby_aggfunc": "mean",
-            "groupby_rangefunc": "stderr", **extra}
-
-
-def bar(title: str, keys: list[str]) -> dict:
-    """Summary values per arm (mean over seeds, whiskers = standard error)."""
-    return {"type": "BarPlot", "title": title, "metrics": [{"summary": k} for k in keys], "groupby": "JobType",
-            "groupby_aggfunc": "mean", "groupby_rangefunc": "stderr", "orientation": "v"}
-
-
-def scatter(title: str, x_config: str, y_summary: str) -> dict:
-    return {"type": "ScatterPlot", "title": title, "x": {"config": x_config}, "y": {"summary": y_summary}}
-
-
-TEST_ACC = line("test accuracy vs step", ["test_acc"])
-SCORE = bar("score (mean test accuracy over the last evaluations)", ["score"])
-
-
-def c7_panels(result) -> list[dict]:
-    """C7's x axis is the examples per normalization batch: the real batch in the Group Norm paper's protocol
-    (c7_protocol real: the cpu scale's sweep), the ghost batch otherwise (GN and LN, per example, sit at 0)."""
-    real = any(lookup(run.config, "c7_protocol") == "real" for run in result.runs)
-    x = "trainer.batch_size" if real else "model.ghost_batch"
-    return [scatter(f"final test accuracy vs {'the batch' if real else 'the ghost batch'} (error = 1 - accuracy)",
-                    x, "final_acc"),
-            bar("final test accuracy per arm", ["final_acc"]),
-            bar("train- minus eval-mode accuracy on training data (mode gap)", ["end_probes.mode_gap"]), TEST_ACC]
-
-
-PANELS = {  # per claim; any other claim gets DEFAULT
-    "fig1": [line("test accuracy vs step (Fig. 1a)", ["test_acc"], log_x=True),
-             line("last-layer sigmoid input: 15/50/85th percentiles (Fig. 1b, c)", PROBES)],
-    "C1": [line("validation accuracy vs step (steps to target read here)", ["val_acc"]), TEST_ACC, SCORE],
-    "C2": [TEST_ACC, line("training loss vs step (a diverged run stops)", ["train_loss"]), SCORE],
-    "C3": [TEST_ACC, line("validation accuracy vs step", ["val_acc"]), SCORE,
-           line("first layer's weight-gradient norm vs step (gradient flow)", ["gradnorm_l0"])],
-    "C4": [line("probe input: 15/50/85th percentiles vs step", PROBES), TEST_ACC],
-    "C5": [TEST_ACC, line("training accuracy vs step (gap to test)", ["train_acc"]),
-           bar("final train vs test accuracy", ["final_train_acc", "final_acc"])],
-    "C6": [TEST_ACC, SCORE],
-    "C7": c7_panels,  # a function of the claim's result: its panels depend on the protocol its runs used
-    "C8": [bar("final test accuracy by inference statistics",
-               ["final_eval.ema", "final_eval.precise", "final_eval.precise_alg2", "final_eval.batch"]), TEST_ACC],
-    "C9": [TEST_ACC, line("probe input: 15/50/85th percentiles vs step", PROBES), SCORE],
-    "C10": [TEST_ACC, SCORE],
-    "C11": [line("loss range along -g vs step (Santurkar Fig. 4a)", ["landscape_loss_range"]),
-            line("gradient change along -g vs step (Fig. 4b)", ["landscape_grad_change"]),
-            line("effective beta-smoothness vs step (Fig. 4c)", ["landscape_beta"]), TEST_ACC],
-    # C12-C15 measure at initialization (a step-0 history row) or at the end (summary.json's end_probes, which
-    # W&B shows as the nested summary keys end_probes.<key>)
-    "C12": [bar("gradient growth per layer, backwards, at init (Yang et al.: 1.21 for plain BN)",
-                ["init_grad_growth"]),
-            bar("final test accuracy per arm (the trained arms)", ["final_acc"]), TEST_ACC],
-    "C13": [TEST_ACC, line("training loss vs step (a diverged run stops)", ["train_loss"]), SCORE],
-    "C14": [line("weight norm ||w|| of the first three BN-ed layers vs step", [f"wnorm_{i}" for i in range(3)]),
-            line("their effective learning rate lr / ||w||^2 vs step", [f"eff_lr_{i}" for i in range(3)]),
-            bar("relative change of a BN-ed layer's output and gradient x a under w -> a w (worst a; float64)",
-                ["end_probes.si_out_max", "end_probes.si_grad_max"]), TEST_ACC],
-    "C15": [bar("folded vs unfolded: worst relative output difference", ["end_probes.fold_max_rel_diff"]),
-            bar("test predictions that change when folded", ["end_probes.fold_disagree"]),
-            bar("inference speed-up of the folded net (a timing)", ["end_probes.fold_speedup"])],
-}
-DEFAULT = [TEST_ACC, SCORE]
 
 
 def panels_for(result) -> list[dict]:
+    """The claim's own panels (its module's PANELS: a list, or a function of its result), else DEFAULT."""
     panels = PANELS.get(result.id, DEFAULT)
     return panels(result) if callable(panels) else panels
 

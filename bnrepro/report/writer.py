@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from bnrepro.report.claims import CLAIMS, evaluate_all
+from bnrepro.claims import CLAIMS, evaluate_all
 from bnrepro.report.judging import Result, runs_of
 from bnrepro.report.figures import draw
 from bnrepro.report.rules import HOW_TO_READ

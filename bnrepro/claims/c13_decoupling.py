@@ -12,6 +12,7 @@ from bnrepro.report import plots as P
 from bnrepro.report import style
 from bnrepro.report.judging import (
     SAME, Claim, Judged, Missing, arm_json, arms_of, by_seed, combo, diff, mean_curves, need, score)
+from bnrepro.report.panels import SCORE, TEST_ACC, line
 from bnrepro.report.rules import CORE, PRECONDITION, SUPPORT, Rule, Test
 from bnrepro.report.runs import Run
 
@@ -103,11 +104,7 @@ def figure(result):
     pts = P.lines(a, series, dodge=1.08)
     P.log_x(a, [lr for v in series.values() for lr, _ in v], "learning rate multiplier (LR x, as C2)")
     zoom(a, pts, label="ours: score, test accuracy (%)")
-    for key, k in n["diverged"].items():
-        if k:
-            norm, lr = P.parse_lr(key)
-            a.annotate(f"{k}/{n['arms'][key]['n']}\ndiverged", (lr, 0.08), xycoords=("data", "axes fraction"),
-                       ha="center", fontsize=style.FONT["tick"], color=color(norm))
+    P.diverged_notes(a, n["diverged"], n["arms"], 0.08, sep="\n")
     a.set_title("(a) ours (digits MLP): score per learning rate")
     legend(a)
     b = fig.add_subplot(gs[0, 1])
@@ -148,9 +145,14 @@ def figure(result):
     h2 = p2.get_legend_handles_labels()
     p.legend(handles[0] + h2[0], handles[1] + h2[1], fontsize=style.FONT["legend"], loc="upper left")
     P.caption(fig, result, names, "A diverged run scores 0. Paper and ours differ in data and net, so (c) gives each "
-             "its own axis. " + f"Share of BN's gain at x{n['top_lr_mult']:g}: "
-             + ", ".join(f"{k} {v['text']}" for k, v in n["share_of_bn_gain"].items() if v) + ".")
+              "its own axis. " + f"Share of BN's gain at x{n['top_lr_mult']:g}: "
+              + ", ".join(f"{k} {v['text']}" for k, v in n["share_of_bn_gain"].items() if v) + ".")
     return fig
 
 
 FIGURE = figure
+
+
+# --- the W&B Report's panels (bnrepro/report/panels.py) -----------------------------------------------------------
+
+PANELS = [TEST_ACC, line("training loss vs step (a diverged run stops)", ["train_loss"]), SCORE]

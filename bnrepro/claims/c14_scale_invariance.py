@@ -17,6 +17,7 @@ import numpy as np
 from bnrepro.report import plots as P
 from bnrepro.report import stats
 from bnrepro.report.judging import Claim, Judged, Missing, arms_of, arm_json, mean_curves
+from bnrepro.report.panels import TEST_ACC, bar, line
 from bnrepro.report.rules import CORE, SUPPORT, Rule, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.stats import Interval
@@ -215,9 +216,19 @@ def figure(result):
     c.set_title("(c) ours: scale invariance on the trained nets\n(paper: exactly 0, section 3.3)")
     legend(c)
     P.caption(fig, result, (), f"Curves: mean over seeds with 95% bands. (c): a change of exactly 0 is drawn at "
-             f"{floor:g}. The paper gives the identity, no numbers; "
-             "van Laarhoven and Hoffer et al. give the mechanism (a) and (b) test.")
+              f"{floor:g}. The paper gives the identity, no numbers; "
+              "van Laarhoven and Hoffer et al. give the mechanism (a) and (b) test.")
     return fig
 
 
 FIGURE = figure
+
+
+# --- the W&B Report's panels (bnrepro/report/panels.py) -----------------------------------------------------------
+
+# measured at initialization (a step-0 history row) or at the end (summary.json's end_probes, which W&B shows
+# as the nested summary keys end_probes.<key>)
+PANELS = [line("weight norm ||w|| of the first three BN-ed layers vs step", [f"wnorm_{i}" for i in range(3)]),
+          line("their effective learning rate lr / ||w||^2 vs step", [f"eff_lr_{i}" for i in range(3)]),
+          bar("relative change of a BN-ed layer's output and gradient x a under w -> a w (worst a; float64)",
+              ["end_probes.si_out_max", "end_probes.si_grad_max"]), TEST_ACC]

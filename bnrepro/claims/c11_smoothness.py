@@ -27,6 +27,7 @@ from bnrepro.report import plots as P
 from bnrepro.report import stats
 from bnrepro.report.judging import (
     STABLE_FACTOR, Claim, Judged, Result, arm_json, arms_of, by_seed, need, score)
+from bnrepro.report.panels import TEST_ACC, line
 from bnrepro.report.rules import CORE, PRECONDITION, SUPPORT, Rule, Test
 from bnrepro.report.runs import Run
 
@@ -192,13 +193,20 @@ def figure(result: Result):
     legend(e)
     mults = ", ".join(f"{m:g}" for m in n.get("step_multiples", []))
     P.caption(fig, result, ["BN", "no BN"], f"Step sizes eta = LR x {mults}, on the step's training batch in "
-             f"training mode; Santurkar et al. cap eta at {PAPER['max_eta']:g} (4x their LR). The paper draws "
-             "curves and states no number, so its claim is drawn as a region, not as values. (a)-(c): geometric "
-             "mean over seeds per probe step with its 95% band (t on the logs); (e): BN / no BN per step, paired "
-             "by seed.")
+              f"training mode; Santurkar et al. cap eta at {PAPER['max_eta']:g} (4x their LR). The paper draws "
+              "curves and states no number, so its claim is drawn as a region, not as values. (a)-(c): geometric "
+              "mean over seeds per probe step with its 95% band (t on the logs); (e): BN / no BN per step, paired "
+              "by seed.")
     return fig
 
 
 CLAIM = Claim("C11", "BN smooths the loss landscape", ("c11_smoothness",), PAPER, _claim_text(), RULE,
               ("model.norm",), judge)
 FIGURE = figure
+
+
+# --- the W&B Report's panels (bnrepro/report/panels.py) -----------------------------------------------------------
+
+PANELS = [line("loss range along -g vs step (Santurkar Fig. 4a)", ["landscape_loss_range"]),
+          line("gradient change along -g vs step (Fig. 4b)", ["landscape_grad_change"]),
+          line("effective beta-smoothness vs step (Fig. 4c)", ["landscape_beta"]), TEST_ACC]

@@ -21,6 +21,7 @@ from bnrepro.report import plots as P
 from bnrepro.report import stats
 from bnrepro.report.judging import (
     TRAINS, Claim, Judged, Missing, arm_json, by_seed, diff, score)
+from bnrepro.report.panels import TEST_ACC, bar
 from bnrepro.report.rules import CORE, SUPPORT, Rule, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.stats import Interval
@@ -271,3 +272,12 @@ def figure(result):
 
 
 FIGURE = figure
+
+
+# --- the W&B Report's panels (bnrepro/report/panels.py) -----------------------------------------------------------
+
+# measured at initialization (a step-0 history row) or at the end (summary.json's end_probes, which W&B shows
+# as the nested summary keys end_probes.<key>)
+PANELS = [bar("gradient growth per layer, backwards, at init (Yang et al.: 1.21 for plain BN)",
+              ["init_grad_growth"]),
+          bar("final test accuracy per arm (the trained arms)", ["final_acc"]), TEST_ACC]

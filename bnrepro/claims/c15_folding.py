@@ -16,6 +16,7 @@ from bnrepro.probes.fold import TOL
 from bnrepro.report import plots as P
 from bnrepro.report import stats
 from bnrepro.report.judging import Claim, Judged, Missing
+from bnrepro.report.panels import bar
 from bnrepro.report.rules import CORE, PRECONDITION, SUPPORT, Rule, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.stats import Interval
@@ -173,3 +174,12 @@ def figure(result):
 
 
 FIGURE = figure
+
+
+# --- the W&B Report's panels (bnrepro/report/panels.py) -----------------------------------------------------------
+
+# measured at initialization (a step-0 history row) or at the end (summary.json's end_probes, which W&B shows
+# as the nested summary keys end_probes.<key>)
+PANELS = [bar("folded vs unfolded: worst relative output difference", ["end_probes.fold_max_rel_diff"]),
+          bar("test predictions that change when folded", ["end_probes.fold_disagree"]),
+          bar("inference speed-up of the folded net (a timing)", ["end_probes.fold_speedup"])]

@@ -1,0 +1,80 @@
+"""C2: BN allows much higher learning rates."""
+from __future__ import annotations
+
+from bnrepro.claims.c01_speed import PAPER_C1
+from bnrepro.report import plots as P, style
+from bnrepro.report.judging import (
+    Claim, Judged, MIN_GAIN, Missing, Result, SAME, arm_json, arms_of, by_seed, diff, label, pick_by_val, prose,
+    score)
+from bnrepro.report.panels import SCORE, TEST_ACC, line
+from bnrepro.report.rules import CORE, Rule, SUPPORT, Test
+from bnrepro.report.runs import Run
+from bnrepro.report.style import color, paper, zoom
+
+PAPER_C2 = {"diverged_lr": 0.0075, "base_lr": 0.0015, "bn_x30_acc": 74.8}
+RULE_C2 = Rule((
+    Test("beats", CORE, "at the largest LR, BN scores higher than no BN", "score(BN) - score(no BN) at that LR",
+         "greater", 0.0, MIN_GAIN),
+    Test("holds_up", SUPPORT, "at the largest LR BN loses nothing against its best LR (chosen on validation)",
+         "score(BN, largest LR) - score(BN, best LR)", "greater", -SAME, -SAME,
+         why=f"non-inferiority margin {100 * SAME:g} point: BN-x30 beat BN-x5 in the paper"),
+))
+
+
+def judge_c2(runs: list[Run]) -> Judged:
+    arms = arms_of(runs, ("model.norm", "optim.lr_mult"))
+    shared = sorted({lr for n, lr in arms if n == "bn"} & {lr for n, lr in arms if n == "none"})
+    if not shared:
+        raise Missing("no learning rate with both BN and no-BN runs")
+    top = shared[-1]
+    bn_best = pick_by_val({k: rs for k, rs in arms.items() if k[0] == "bn"}, "BN's best LR")
+    s = {k: by_seed(rs, score) for k, rs in arms.items()}
+    measured = {"beats": diff(s[("bn", top)], s[("none", top)]), "holds_up": diff(s[("bn", top)], s[bn_best])}
+    numbers = {"arms": {f"{label(n)}, x{lr:g}": arm_json(v) for (n, lr), v in s.items()},
+               "diverged": {f"{label(n)}, x{lr:g}": sum(r.diverged for r in rs) for (n, lr), rs in arms.items()},
+               "top_lr_mult": top, "bn_best_lr_mult": bn_best[1]}
+    return Judged(measured, numbers, f"at x{top:g}: BN {numbers['arms'][f'BN, x{top:g}']['text']} vs no BN "
+                                     f"{numbers['arms'][f'no BN, x{top:g}']['text']}")
+
+
+# --- the figure ---------------------------------------------------------------------------------------------------
+
+def c2(result: Result):
+    n = result.numbers
+    fig, gs = P.frame(result, 16, 6, (1, 2), test_width=1.0)
+    a = fig.add_subplot(gs[0, 0])
+    series = P.by_norm(n["arms"], P.parse_lr)
+    pts = P.lines(a, series, dodge=1.08)
+    mult = PAPER_C2["diverged_lr"] / PAPER_C2["base_lr"]
+    lrs = sorted({lr for v in series.values() for lr, _ in v} | {1.0, mult, 30.0})
+    P.log_x(a, lrs, "learning rate multiplier (LR x)")
+    zoom(a, pts, label="ours: score, test accuracy (%)")
+    P.diverged_notes(a, n["diverged"], n["arms"], 0.1)
+    a.set_title(f"(a) ours ({n.get('data', 'digits')}): score per learning rate")
+    p = fig.add_subplot(gs[0, 1])
+    base = [(1, PAPER_C1["max_acc"]["Inception"], "no BN"), (1, PAPER_C1["max_acc"]["BN-Baseline"], "BN"),
+            (5, PAPER_C1["max_acc"]["BN-x5"], "BN"), (30, PAPER_C2["bn_x30_acc"], "BN")]
+    for i, (x, y, norm) in enumerate(base):
+        paper(p, x, y, label={0: "paper: no BN (Inception)", 1: "paper: BN (BN-Baseline, -x5, -x30)"}.get(i, "_"),
+              markeredgecolor=color(norm))
+    p.plot([mult], [0.05], marker="X", color=color("none"), linestyle="none", markersize=9,
+           transform=p.get_xaxis_transform(), label=f"paper: no BN diverged at x{mult:g}")
+    p.annotate("diverged", (mult, 0.1), xycoords=("data", "axes fraction"), ha="center",
+               fontsize=style.FONT["tick"], color=color("none"))
+    zoom(p, [(x, y, y, y) for x, y, _ in base], label="paper: max top-1 accuracy (%)")
+    P.log_x(p, lrs, "learning rate multiplier (LR x)")
+    p.set_title("(b) paper (ImageNet Inception), its own y range")
+    P.caption(fig, result, ["BN", "no BN"], "A diverged run scores 0 (drawn as v below the axis when off the range).")
+    return fig
+
+
+CLAIM = Claim(
+    "C2", "BN allows much higher learning rates", ("c2_lr",), PAPER_C2,
+    prose(f"""Inception without BN diverged at 5x the learning rate ({PAPER_C2['diverged_lr']}); BN-x30 trained
+    and reached {PAPER_C2['bn_x30_acc']}%"""), RULE_C2, ("model.norm", "optim.lr_mult"), judge_c2)
+FIGURE = c2
+
+
+# --- the W&B Report's panels (bnrepro/report/panels.py) -----------------------------------------------------------
+
+PANELS = [TEST_ACC, line("training loss vs step (a diverged run stops)", ["train_loss"]), SCORE]

@@ -1,0 +1,95 @@
+"""C8: Inference needs good population statistics."""
+from __future__ import annotations
+
+from bnrepro.report import plots as P, style
+from bnrepro.report.judging import Claim, Judged, MIN_GAIN, Missing, Result, SAME, Untestable, arm_json, diff, prose
+from bnrepro.report.panels import TEST_ACC, bar
+from bnrepro.report.rules import CORE, Rule, SUPPORT, Test
+from bnrepro.report.runs import Run, neutral
+from bnrepro.report.style import color, dot, legend, zoom
+
+PAPER_C8 = {"samples": "1e3-1e4", "norm_batch": "32-128"}
+STRESS = "ema_stress"
+RULE_C8 = Rule((
+    Test("precise_fixes", CORE, f"where EMA is known to be inaccurate (c8_setting={STRESS}), precise BN beats EMA",
+         "acc(precise) - acc(EMA), same runs", "greater", 0.0, MIN_GAIN),
+    Test("precise_safe", SUPPORT, "elsewhere precise BN loses nothing against EMA",
+         "acc(precise) - acc(EMA) in the other settings", "greater", -SAME, -SAME,
+         why=f"non-inferiority margin {100 * SAME:g} point"),
+), notes="Precise BN = population statistics over all recalibration batches combined (Wu & Johnson). Test-time "
+         "batch statistics and the paper's Algorithm 2 estimator are reported per setting, not tested.")
+
+
+def judge_c8(runs: list[Run]) -> Judged:
+    cells: dict[str, dict[str, dict]] = {}
+    stress: dict[str, dict] = {"ema": {}, "precise": {}}
+    rest: dict[str, dict] = {"ema": {}, "precise": {}}
+    keys = c8_keys(runs)
+    for run in runs:
+        if run.diverged:
+            continue
+        label_ = ", ".join(f"{k.split('.')[-1]}={run.get(k)}" for k in keys) or "all"
+        for variant, acc in (run.summary.get("final_eval") or {}).items():
+            if acc is None:
+                continue
+            cells.setdefault(label_, {}).setdefault(variant, {})[run.get("seed")] = float(acc)
+            if variant in ("ema", "precise"):
+                target = stress if run.get("c8_setting") == STRESS else rest
+                target[variant][(label_, run.get("seed"))] = float(acc)
+    if not any(v for c in cells.values() for k, v in c.items() if k in ("ema", "precise")):
+        raise Missing("final_eval lacks ema and precise accuracies")
+    if not stress["ema"]:
+        raise Untestable(f"no run is marked c8_setting={STRESS}: EMA is not known to be inaccurate anywhere")
+    measured = {"precise_fixes": diff(stress["precise"], stress["ema"]),
+                "precise_safe": diff(rest["precise"], rest["ema"]) if rest["ema"] else None}
+    numbers = {"cells": {c: {v: arm_json(x) for v, x in vs.items()} for c, vs in cells.items()},
+               "stress_cells": sorted({c for c, _ in stress["ema"]})}
+    return Judged(measured, numbers, f"{STRESS}: precise - EMA {measured['precise_fixes'].fmt()}")
+
+
+def c8_keys(runs: list[Run]) -> list[str]:
+    """What the C8 sweep varied (c8_setting first): every setting is its own arm, judged separately."""
+    keys = sorted({k for run in runs for k in run.config if not neutral(k)})
+    varied = [k for k in keys if len({repr(run.get(k)) for run in runs}) > 1]
+    return sorted(varied, key=lambda k: (k != "c8_setting", k))
+
+
+# --- the figure ---------------------------------------------------------------------------------------------------
+
+def c8(result: Result):
+    cells = result.numbers["cells"]
+    stress = set(result.numbers.get("stress_cells", []))
+    fig, gs = P.frame(result, 5 + 3.6 * len(cells), 6, (1, len(cells)), test_width=1.3)
+    axes, pts = [], []
+    variants = list(dict.fromkeys(v for vs in cells.values() for v in vs))
+    for i, (setting, vs) in enumerate(cells.items()):
+        ax = fig.add_subplot(gs[0, i], sharey=axes[0] if axes else None)
+        for j, v in enumerate(variants):
+            if v in vs:
+                last = i == len(cells) - 1  # one legend entry per estimator
+                pts.append(dot(ax, j, vs[v], col=color(v), label=f"{v} (n={vs[v]['n']})" if last else None))
+        style.categories(ax, variants, 10)
+        mark = "EMA known inaccurate" if setting in stress else "standard"
+        ax.set_title(f"({chr(97 + i)}) {style.wrap(setting, 40)}\n[{mark}]")
+        axes.append(ax)
+    zoom(axes[0], pts, label="final test accuracy (%)")
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+    legend(axes[-1])
+    P.caption(fig, result, variants, "Panels share y. The paper's claim is qualitative (no number to draw).")
+    return fig
+
+
+CLAIM = Claim(
+    "C8", "Inference needs good population statistics", ("c8_popstats",), PAPER_C8,
+    prose(f"""Rethinking Batch in BatchNorm: EMA statistics can be inaccurate; precise BN (recomputed over
+    ~{PAPER_C8['samples']} training samples) is better and stabler; normalization batches of
+    {PAPER_C8['norm_batch']} work best; tiny ones cause train/test inconsistency"""), RULE_C8,
+    lambda run: tuple(run.get(k) for k in sorted(k for k in run.config if not neutral(k))), judge_c8)
+FIGURE = c8
+
+
+# --- the W&B Report's panels (bnrepro/report/panels.py) -----------------------------------------------------------
+
+PANELS = [bar("final test accuracy by inference statistics",
+              ["final_eval.ema", "final_eval.precise", "final_eval.precise_alg2", "final_eval.batch"]), TEST_ACC]
