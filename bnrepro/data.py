@@ -17,6 +17,7 @@ the same global batch, so N processes see exactly the batches one process would.
 """
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import sys
@@ -126,6 +127,19 @@ def _mnist_missing(cfg) -> ConfigError | None:
                        "set data.root to the folder that holds MNIST/raw, or add data.download=true")
 
 
+def _idx_problem(path: Path) -> str | None:
+    """What is wrong with an uncompressed IDX file (MNIST's format), or None: the magic (0, 0, 0x08 = ubyte,
+    ndim), then ndim big-endian sizes whose product is the number of bytes after them."""
+    data = path.read_bytes()
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08" or not 1 <= data[3] <= 3:
+        return "not an IDX file of bytes (its first 4 bytes are not 0 0 8 ndim)"
+    header = 4 + 4 * data[3]
+    sizes = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(data[3])]
+    if len(data) < header or math.prod(sizes) != len(data) - header:
+        return f"truncated or padded (its header says {sizes}, {len(data) - header} data bytes follow)"
+    return None
+
+
 def _cifar_missing(cfg) -> ConfigError | None:
     folder, train_files, test_files = CIFAR[cfg.name][:3]
     root = _root(cfg)
@@ -175,9 +189,15 @@ def load_mnist(cfg) -> Data:
     root = _root(cfg)
     try:
         train, test = (MNIST(root, train=t, download=cfg.download) for t in (True, False))
-    except RuntimeError as e:  # torchvision's "Dataset not found": say where and what it looked for
-        error = _mnist_missing(cfg)
-        if error is None:
+    except (RuntimeError, AssertionError, ValueError) as e:
+        # torchvision's "Dataset not found" (RuntimeError), or a file that is no IDX file (an assertion, or a
+        # RuntimeError from a wrong size): say where, and which file, and what it expected
+        raw = root / "MNIST" / "raw"
+        bad = next(((f, why) for f in MNIST_FILES if (raw / f).is_file() and (why := _idx_problem(raw / f))), None)
+        error = _mnist_missing(cfg) or (bad and ConfigError(
+            f"MNIST file {raw / bad[0]} is damaged: {bad[1]}; replace it (or delete MNIST/raw and add "
+            "data.download=true)"))
+        if not error:
             raise
         raise error from e
     as_images = lambda ds: ds.data.float().div_(255.0).unsqueeze(1)

@@ -35,6 +35,16 @@ def test_mnist_missing_names_path_and_layout(tmp_path):
         load_data(cfg(name="mnist", root=str(tmp_path)))
 
 
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_mnist_file_is_one_clear_error_naming_it(mnist_root, damage):
+    """torchvision asserts on a file that is not IDX ("AssertionError", no file named): say which and why."""
+    labels = mnist_root / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    labels.write_bytes(b"<html>not found</html>" if damage == "garbage" else labels.read_bytes()[:-7])
+    why = "not an IDX file" if damage == "garbage" else r"truncated or padded \(its header says \[120\], 113"
+    with pytest.raises(ConfigError, match=rf"MNIST file {labels} is damaged: {why}.*replace it"):
+        load_data(cfg(name="mnist", root=str(mnist_root)))
+
+
 # --- data.val_split: a stratified validation split carved from the training set -------------------------
 
 def rows(x):
