@@ -46,7 +46,7 @@ def _check_numbers(value, path: str = "") -> None:
                              f"model trains in: set a smaller {path}")
 
 
-def norm_spec(name):
+def find_norm(name):
     """The registered norm `name` (bnrepro/norm/registry.py), or None. The norms import torch: lazily, on first
     use, as the door checks a config before anything else needs torch."""
     from bnrepro.norm import find
@@ -121,7 +121,7 @@ class Model(Group):
 
     @model_validator(mode="after")
     def _norm(self):
-        spec = norm_spec(self.norm)
+        spec = find_norm(self.norm)
         if spec is None:
             from bnrepro.norm import unknown
 
@@ -239,7 +239,7 @@ class TrainConfig(Group):
     @model_validator(mode="after")
     def _batch(self):
         g, b = self.model.ghost_batch, self.trainer.batch_size
-        if norm_spec(self.model.norm).batch_stats and (g or b) < 2:
+        if find_norm(self.model.norm).batch_stats and (g or b) < 2:
             raise ValueError(f"{'model.ghost_batch' if g else 'trainer.batch_size'}={g or b} leaves one example "
                              f"per batch for model.norm={self.model.norm} to normalize over: set "
                              "trainer.batch_size >= 2 (and model.ghost_batch >= 2), or model.norm=none|gn|ln")
