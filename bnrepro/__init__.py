@@ -12,8 +12,7 @@ numerics.pin()  # before any module of the package imports torch (bnrepro/numeri
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the Hydra config tree (an editable install: the repo's)
 
 
-class ConfigError(ValueError):
-    """Bad user input. The train entry point prints it as one line and exits non-zero."""
+from bnrepro.errors import ConfigError  # noqa: E402,F401 - re-exported: `from bnrepro import ConfigError`
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict:
@@ -45,3 +44,9 @@ def steps_per(examples: int, batch: int) -> int:
 # .hydra/config.yaml) both know it
 OmegaConf.register_new_resolver("bnrepro_lr_steps", lr_scaled_steps, replace=True)
 OmegaConf.register_new_resolver("bnrepro_steps_per", steps_per, replace=True)
+
+# the config's defaults, declared once in bnrepro/schema.py, go into Hydra's ConfigStore on import of the package,
+# so that every composition (the trainer, the door, the report, the tests) finds them
+from bnrepro.schema import register as _register  # noqa: E402 - after the resolvers, which compose needs too
+
+_register()

@@ -113,7 +113,7 @@ CIFAR = {
 
 
 def _root(cfg) -> Path:
-    if cfg.get("root") is None:
+    if cfg.root is None:
         raise ConfigError(f"data.root is null: set data.root to the folder that holds the {cfg.name} files")
     return Path(cfg.root).expanduser()
 
@@ -155,9 +155,9 @@ def _cifar_missing(cfg) -> ConfigError | None:
 def _imagenet_missing(cfg) -> ConfigError | None:
     root = _root(cfg)
     missing = [s for s in ("train", "val") if not (root / s).is_dir()]
-    if not (missing or cfg.get("download")):
+    if not (missing or cfg.download):
         return None
-    why = ("ImageNet cannot be downloaded automatically: set data.download=false" if cfg.get("download")
+    why = ("ImageNet cannot be downloaded automatically: set data.download=false" if cfg.download
            else f"imagenet not found: {root} lacks {' and '.join(s + '/' for s in missing)}")
     return ConfigError(f"{why} (expects the ImageFolder layout <data.root>/train/<class>/*.JPEG and "
                        "<data.root>/val/<class>/*.JPEG, e.g. from torchvision's or timm's preparation "
@@ -172,9 +172,9 @@ def check_available(data_cfg) -> None:
     cfg = OmegaConf.create(data_cfg) if isinstance(data_cfg, dict) else data_cfg
     if cfg.name == "imagenet":
         error = _imagenet_missing(cfg)
-    elif cfg.name == "mnist" and not cfg.get("download"):
+    elif cfg.name == "mnist" and not cfg.download:
         error = _mnist_missing(cfg)
-    elif cfg.name in CIFAR and not cfg.get("download"):
+    elif cfg.name in CIFAR and not cfg.download:
         error = _cifar_missing(cfg)
     else:
         error = None
@@ -239,14 +239,14 @@ def load_imagenet(cfg, device, workers: int | None = None) -> FolderData:
     if workers is None:  # direct callers; training passes the number resolved once at startup
         from bnrepro.resources import resolve
 
-        workers = resolve(workers=cfg.get("workers", "auto")).workers
+        workers = resolve(workers=cfg.workers).workers
     return FolderData(_root(cfg), cfg, torch.device(device), workers)
 
 
 def cache_dir(cfg) -> Path:
     """Where generated datasets are kept: data.cache_dir, else $BNREPRO_CACHE_DIR (data/mnist1d.yaml reads it),
     else $XDG_CACHE_HOME/bnrepro, else ~/.cache/bnrepro."""
-    if cfg.get("cache_dir"):
+    if cfg.cache_dir:
         return Path(cfg.cache_dir).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bnrepro"
 
@@ -324,7 +324,7 @@ LOADERS = {"digits": load_digits, "mnist": load_mnist, "mnist1d": load_mnist1d, 
 
 
 def val_fraction(cfg) -> float:
-    fraction = float(cfg.get("val_split", 0.0) or 0.0)
+    fraction = cfg.val_split
     if not 0.0 <= fraction < 1.0:
         raise ConfigError(f"data.val_split={fraction}: set a fraction of the training set in [0, 1), 0 for none")
     return fraction
@@ -362,7 +362,7 @@ def load_data(cfg, device: torch.device | str = "cpu", workers: int | None = Non
     train_x, train_y, val_x, val_y = data.train_x, data.train_y, None, None
     if fraction > 0:
         # carved from the training data only: the test set is never touched, and the loader never sees val
-        train_idx, val_idx = stratified_split(train_y, fraction, int(cfg.get("split_seed", 0)))
+        train_idx, val_idx = stratified_split(train_y, fraction, cfg.split_seed)
         if len(val_idx) == 0 or len(train_idx) == 0:
             raise ConfigError(f"data.val_split={fraction} leaves an empty split of {len(train_y)} training "
                               "examples: pick a fraction between them")
@@ -372,7 +372,7 @@ def load_data(cfg, device: torch.device | str = "cpu", workers: int | None = Non
     mean, std = train_x.mean(dims, keepdim=True), train_x.std(dims, keepdim=True).clamp_min(1e-6)
     prep = lambda t: None if t is None else (t.sub(mean).div_(std) if t.is_floating_point() else t).to(device)
     return Data(prep(train_x), prep(train_y), prep(data.test_x), prep(data.test_y), data.num_classes,
-                augment=bool(cfg.get("augment", False)) and train_x.dim() == 4, val_x=prep(val_x), val_y=prep(val_y))
+                augment=cfg.augment and train_x.dim() == 4, val_x=prep(val_x), val_y=prep(val_y))
 
 
 def crop_flip(x: torch.Tensor, shift: torch.Tensor, flip: torch.Tensor, pad: int = 4) -> torch.Tensor:
@@ -499,10 +499,10 @@ class FolderData:
 
         self.root, self.device, self.workers = root, device, workers
         normalize = [T.ToTensor(), T.Normalize(self.MEAN, self.STD)]
-        crop = int(cfg.get("crop_size", 224))
-        train_tf = ([T.RandomResizedCrop(crop), T.RandomHorizontalFlip()] if cfg.get("augment", True)
-                    else [T.Resize(int(cfg.get("resize_size", 256))), T.CenterCrop(crop)])
-        self.eval_tf = T.Compose([T.Resize(int(cfg.get("resize_size", 256))), T.CenterCrop(crop), *normalize])
+        crop = cfg.crop_size
+        train_tf = ([T.RandomResizedCrop(crop), T.RandomHorizontalFlip()] if cfg.augment
+                    else [T.Resize(cfg.resize_size), T.CenterCrop(crop)])
+        self.eval_tf = T.Compose([T.Resize(cfg.resize_size), T.CenterCrop(crop), *normalize])
         self.train = datasets.ImageFolder(str(root / "train"), T.Compose([*train_tf, *normalize]))
         self.test = datasets.ImageFolder(str(root / "val"), self.eval_tf)
         if self.train.classes != self.test.classes:

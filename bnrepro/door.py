@@ -18,9 +18,39 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from bnrepro import CONFIGS, ConfigError
-from bnrepro.schema import validate
+from bnrepro.norm import REGISTRY, Norm
+from bnrepro.probes import REGISTRY as PROBES
+from bnrepro.schema import error_message, validate
 
 MAX_JOBS_CHECKED = 200
+
+
+def checked(cfg: DictConfig | dict) -> DictConfig:
+    """The config as the trainer reads it: every key present with its declared type and default
+    (bnrepro/schema.py), or ConfigError with one line for the first bad value. Beside the schema, what needs the
+    registries: the norm (a registered name or dotted path, its options consistent: building the Norm checks
+    both), the model.ghost_batch only ghost norms read (a divisor of the batch), the two examples per batch a
+    batch-statistics norm needs, the probes."""
+    settings = validate(cfg)  # given unresolved: its message can name the ${...} that gave a bad value
+    m, t = settings.model, settings.trainer
+    spec = Norm.of(m.model_dump()).spec  # ConfigError for a norm that is not one, or its inconsistent options
+    if m.ghost_batch and not spec.ghost:
+        ghost = " or ".join(name for name, s in REGISTRY.items() if s.ghost)
+        raise ConfigError(f"model.ghost_batch={m.ghost_batch} is read only by norm {ghost}, not norm={m.norm}: "
+                          "set model.norm=ghost_bn or model.ghost_batch=0")
+    g, b = m.ghost_batch, t.batch_size
+    if spec.batch_stats and (g or b) < 2:
+        raise ConfigError(f"{'model.ghost_batch' if g else 'trainer.batch_size'}={g or b} leaves one example per "
+                          f"batch for model.norm={m.norm} to normalize over: set trainer.batch_size >= 2 (and "
+                          "model.ghost_batch >= 2), or model.norm=none|gn|ln")
+    if g and b % g:
+        raise ConfigError(f"model.ghost_batch={g} does not divide trainer.batch_size={b}: pick a ghost size that "
+                          "divides the batch")
+    unknown_probes = [name for name in t.probes if name not in PROBES]
+    if unknown_probes:
+        raise ConfigError(f"trainer.probes={t.probes}: unknown {', '.join(unknown_probes)}; choose from "
+                          f"{', '.join(sorted(PROBES))}")
+    return OmegaConf.create(settings.model_dump())
 
 
 def one_line(text: str) -> str:
@@ -45,13 +75,11 @@ def one_line(text: str) -> str:
 
 
 def hydra_error(e: Exception) -> ConfigError:
-    from bnrepro.schema import _message
-
     text = str(e)
     if e.__cause__ is not None and "not in struct" in str(e.__cause__):
         key = re.search(r"Could not (?:override|append to|delete from) '([^']+)'", text)
         if key:
-            return ConfigError(_message({"type": "extra_forbidden", "loc": tuple(key.group(1).split("."))}))
+            return ConfigError(error_message({"type": "extra_forbidden", "loc": tuple(key.group(1).split("."))}))
     missing = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
     options = getattr(e, "options", None)
     if missing and options:
@@ -123,7 +151,7 @@ def check(argv: list[str]) -> None:
                                   f"{one_line(e)}") from None
             job_cfg = cfg_without_hydra(cfg)
             try:
-                validate(job_cfg)  # given unresolved: its message can name the ${...} that gave a bad value
+                checked(job_cfg)
             except OmegaConfBaseException as e:
                 raise ConfigError(f"cannot resolve the config: {one_line(e)}") from None
             if args.cfg is None:  # --cfg only prints the config: it needs no dataset and writes no dir

@@ -38,15 +38,17 @@ MOVED_ASIDE = RUN_FILES - {HYDRA, LOCK}  # a run's own files: .hydra/ is this la
 
 
 def identity_config(cfg: DictConfig | dict) -> dict:
-    """The flattened resolved config that the hash covers: all but IGNORED and the options of norms other than
-    the run's (bnrepro.norm.other_options), so that a new norm or norm option leaves every existing hash as it is.
-    A hash recorded before a key left the identity is still matched, by its recorded config (same_config)."""
+    """The flattened resolved config that the hash covers: all but IGNORED, the options of norms other than the
+    run's (bnrepro.norm.other_options), and null keys, so that a new norm, norm option or key leaves every existing
+    hash as it is: a key declared in bnrepro/schema.py with the default null ("this option has no such key", e.g.
+    model.depth of the MLP) is hashed as the absent key it replaces. A hash recorded before a key left the
+    identity is still matched, by its recorded config (same_config)."""
     tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     model = tree.get("model")
     unread = {f"model.{key}" for key in other_options(model.get("norm"))} if isinstance(model, dict) else set()
     flat = flatten(tree)
     return {k: v for k, v in sorted(flat.items())
-            if k not in unread and not any(k == i or k.startswith(i + ".") for i in IGNORED)}
+            if v is not None and k not in unread and not any(k == i or k.startswith(i + ".") for i in IGNORED)}
 
 
 def config_hash(cfg: DictConfig | dict) -> str:

@@ -94,9 +94,9 @@ class Speed:
 
     def __init__(self, cfg, device: torch.device, in_shape):
         t = cfg.trainer
-        precision = t.get("precision", "auto")
+        precision = t.precision
         self.bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-        layout = t.get("channels_last", "auto")
+        layout = t.channels_last
         self.channels_last = len(in_shape) == 3 and (layout is True or (layout == "auto" and device.type == "cuda"))
         self.device_type = device.type
 
@@ -131,17 +131,12 @@ def eval_steps(t) -> set[int]:
     """The steps that evaluate, as a Python set the loop tests membership in (no per-step work): every
     `eval_every` steps (0: none), the steps of `eval_at` (a list, or "log": 10, 20, 50, 100, 200, 500, ...,
     dense where the curves move, so early accuracy and steps-to-target are measured), and the last step.
-    eval_at steps past max_steps are dropped (a shortened smoke run keeps its early ones)."""
-    max_steps, every, at = int(t.max_steps), int(t.eval_every), t.get("eval_at")
-    if every < 0:
-        raise bnrepro.ConfigError(f"trainer.eval_every={every}: set a number of steps >= 0 (0: only eval_at)")
+    eval_at steps past max_steps are dropped (a shortened smoke run keeps its early ones). The values were
+    checked at the door (bnrepro/schema.py: Trainer)."""
+    max_steps, every, at = t.max_steps, t.eval_every, t.eval_at
     if at == "log":
         at = [m * 10 ** e for e in range(1, len(str(max_steps)) + 1) for m in (1, 2, 5)]
-    elif at is None:
-        at = []
-    elif isinstance(at, str) or not all(isinstance(s, int) and s > 0 for s in at):
-        raise bnrepro.ConfigError(f"trainer.eval_at={at}: set a list of positive step numbers, log or null")
-    steps = {s for s in at if s <= max_steps} | {max_steps}
+    steps = {s for s in at or () if s <= max_steps} | {max_steps}
     if every:
         steps |= set(range(every, max_steps + 1, every))
     return steps
@@ -149,9 +144,6 @@ def eval_steps(t) -> set[int]:
 
 def mean(values) -> float | None:
     return sum(values) / len(values) if values else None
-
-
-FINAL_EVALS = ("ema", "precise", "precise_alg2", "batch")
 
 
 def final_evals(model, cfg, data, speed, device, rank, world) -> dict[str, float]:
@@ -172,14 +164,11 @@ def final_evals(model, cfg, data, speed, device, rank, world) -> dict[str, float
                 precise_bn(recalibrated, batches, cfg.trainer.precise_bn_examples // world,
                            estimator="population" if variant == "precise" else "alg2")
             out[variant] = evaluate(recalibrated, test(), speed, device)[0]
-        elif variant == "batch":
+        else:  # "batch": the schema allows only these four (FINAL_EVALS)
             from bnrepro.inference import batch_statistics
 
             with batch_statistics(model):  # test batches of the training batch size, as at training time
                 out["batch"] = evaluate(model, test(per_rank(cfg.trainer.batch_size, world)), speed, device)[0]
-        else:
-            raise bnrepro.ConfigError(f"unknown trainer.final_eval entry '{variant}': use "
-                                      f"{', '.join(FINAL_EVALS)}")
     return out
 
 
@@ -331,13 +320,10 @@ def fixed_view(run: Run, step: int) -> StepView:
 
 def build_run(cfg, run_dir: Path, config_hash: str | None, resources: Resources | None) -> Run:
     """Data, model, optimizer, schedule, loader, speed path and probes, seeded by cfg.seed; nothing read from a
-    checkpoint yet. The options are validated before anything is built."""
+    checkpoint yet. `cfg` is the checked config (bnrepro.door.checked)."""
     t = cfg.trainer
     evals = eval_steps(t)
-    score_k = int(t.get("score_last_k", 3))
-    if score_k < 1:
-        raise bnrepro.ConfigError(f"trainer.score_last_k={score_k}: set how many final evaluations the score "
-                                  "averages, >= 1")
+    score_k = t.score_last_k
     device = pick_device(t.device)
     if dist.is_distributed() and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
@@ -349,7 +335,7 @@ def build_run(cfg, run_dir: Path, config_hash: str | None, resources: Resources 
     torch.manual_seed(cfg.seed)
     data = load_data(cfg.data, device, resources.workers)
     model = build_model(cfg.model, data.in_shape, data.num_classes).to(device)
-    if cfg.model.get("norm_sync", False):
+    if cfg.model.norm_sync:
         model = convert_sync_bn(model)
     validate_batch(model, per_rank(t.batch_size, world))
     speed = Speed(cfg, device, data.in_shape)
@@ -364,7 +350,7 @@ def build_run(cfg, run_dir: Path, config_hash: str | None, resources: Resources 
     if world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    if t.get("compile", False):
+    if t.compile:
         # a fresh Dynamo cache per run: the runs of a multirun process share the forward code, and a recompile
         # would be shape-generic (slower), past Dynamo's recompile limit even eager
         torch._dynamo.reset()
@@ -372,8 +358,8 @@ def build_run(cfg, run_dir: Path, config_hash: str | None, resources: Resources 
     return Run(cfg=cfg, run_dir=Path(run_dir), config_hash=config_hash, device=device, rank=rank, world=world,
                threads=resources.threads, data=data, model=model, train_model=train_model, optimizer=optimizer,
                scheduler=scheduler, loader=loader, speed=speed, probes=probes, params=params, evals=evals,
-               max_steps=int(t.max_steps), ckpt_every=int(t.get("ckpt_every", 1000)), batch_size=int(t.batch_size),
-               score_k=score_k, smoothing=cfg.optim.get("label_smoothing", 0.0),
+               max_steps=int(t.max_steps), ckpt_every=t.ckpt_every, batch_size=int(t.batch_size),
+               score_k=score_k, smoothing=cfg.optim.label_smoothing,
                has_val=getattr(data, "has_val", False))
 
 
@@ -477,7 +463,7 @@ def summarize(run: Run, state: RunState, status: str, final_eval: dict, wall_s: 
             "test_acc_at_best_val": state.test_acc_at_best_val, "steps_to": state.targets,
             "steps_to_split": "val" if run.has_val else "test", "diag_best_test_acc": state.diag_best_test_acc,
             "steps": state.step, "diverged_at": state.diverged_at, "final_eval": final_eval, "wall_s": wall_s,
-            "params": run.params, "name": cfg.name, "claim": cfg.get("claim"), "scale": cfg.get("scale_name"),
+            "params": run.params, "name": cfg.name, "claim": cfg.claim, "scale": cfg.scale_name,
             **code_version(), "torch_version": torch.__version__, "world_size": run.world,
             "config_hash": run.config_hash, "threads": run.threads, "machine": machine()}
 
@@ -485,8 +471,8 @@ def summarize(run: Run, state: RunState, status: str, final_eval: dict, wall_s: 
 def status_record(cfg, config_hash: str | None, status: str, **extra) -> dict:
     """summary.json of a run without scores: `started` (written first, so even a full disk later finds a file
     to record the failure in), `interrupted` (SIGTERM: resumable) or `failed` (with its one-line `error`)."""
-    return {"status": status, **extra, "config_hash": config_hash, "name": cfg.get("name"), "claim": cfg.get("claim"),
-            "scale": cfg.get("scale_name"), **code_version()}
+    return {"status": status, **extra, "config_hash": config_hash, "name": cfg.name, "claim": cfg.claim,
+            "scale": cfg.scale_name, **code_version()}
 
 
 def fit(cfg, run_dir: Path, multirun: bool = False, config_hash: str | None = None,

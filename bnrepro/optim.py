@@ -20,14 +20,14 @@ def effective_lr(cfg, batch_size: int | None = None) -> float:
     With optim.scale_lr_by_batch=true, optim.lr is the rate per 256 examples and scales linearly with the
     (global) batch size (Goyal et al. 2017).
     """
-    lr = cfg.lr * cfg.get("lr_mult", 1.0)
-    if cfg.get("scale_lr_by_batch", False):
+    lr = cfg.lr * cfg.lr_mult
+    if cfg.scale_lr_by_batch:
         if batch_size is None:
             raise ValueError("optim.scale_lr_by_batch needs the batch size")
         lr *= batch_size / 256
     if not lr > 0:
         raise ConfigError(f"learning rate must be positive, got optim.lr={cfg.lr} x optim.lr_mult="
-                          f"{cfg.get('lr_mult', 1.0)}: set optim.lr to a positive number")
+                          f"{cfg.lr_mult}: set optim.lr to a positive number")
     return lr
 
 
@@ -46,10 +46,10 @@ def param_groups(model: nn.Module, weight_decay: float, exempt_norm_bias: bool) 
 def build_optimizer(cfg, model: nn.Module, batch_size: int | None = None) -> torch.optim.Optimizer:
     if cfg.name != "sgd":
         raise ConfigError(f"unknown optimizer '{cfg.name}': use optim=sgd")
-    nesterov = cfg.get("nesterov", False)
+    nesterov = cfg.nesterov
     if nesterov and not cfg.momentum > 0:
         raise ConfigError("optim.nesterov=true needs optim.momentum > 0: set one or the other")
-    groups = param_groups(model, cfg.weight_decay, cfg.get("wd_exempt_norm_bias", False))
+    groups = param_groups(model, cfg.weight_decay, cfg.wd_exempt_norm_bias)
     # foreach: one multi-tensor update per step instead of a Python loop over the parameters (torch picks the
     # loop on CPU by default; 5-15% of a small net's step on digits)
     return torch.optim.SGD(groups, lr=effective_lr(cfg, batch_size), momentum=cfg.momentum, nesterov=nesterov,
@@ -67,15 +67,15 @@ def _main_schedule(cfg, optimizer, steps: int) -> lr_scheduler.LRScheduler:
         # lr * decay_rate ** (step / period): the paper's exponential decay (GoogLeNet's 4% per 8 epochs);
         # decay_speedup=6 is its "6x faster" (section 4.2.1). The period is absolute when decay_every_steps is
         # set, else a fraction of the run
-        every = cfg.get("decay_every_steps") or cfg.decay_every_frac * steps
-        period = every / cfg.get("decay_speedup", 1.0)
+        every = cfg.decay_every_steps or cfg.decay_every_frac * steps
+        period = every / cfg.decay_speedup
         if not period > 0:
             raise ConfigError("schedule.decay_every_steps (or decay_every_frac) and decay_speedup must be positive")
-        if cfg.get("staircase", False):
+        if cfg.staircase:
             return lr_scheduler.StepLR(optimizer, step_size=max(1, round(period)), gamma=cfg.decay_rate)
         return lr_scheduler.ExponentialLR(optimizer, gamma=cfg.decay_rate ** (1.0 / period))
     if name == "cosine":  # half a cosine from the rate down to min_lr_frac x the rate
-        eta_min = optimizer.param_groups[0]["lr"] * cfg.get("min_lr_frac", 0.0)
+        eta_min = optimizer.param_groups[0]["lr"] * cfg.min_lr_frac
         return lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps), eta_min=eta_min)
     raise ConfigError(f"unknown schedule '{name}': use schedule=<constant|step|exponential|cosine>")
 
@@ -83,10 +83,10 @@ def _main_schedule(cfg, optimizer, steps: int) -> lr_scheduler.LRScheduler:
 def build_schedule(cfg, optimizer: torch.optim.Optimizer, max_steps: int) -> lr_scheduler.LRScheduler:
     """The LR schedule named by cfg.name, with an optional linear warmup over cfg.warmup_frac of the run in
     front of it (from warmup_start_factor x the rate). Step it once per training step."""
-    warmup = round(cfg.get("warmup_frac", 0.0) * max_steps)
+    warmup = round(cfg.warmup_frac * max_steps)
     main = _main_schedule(cfg, optimizer, max_steps - warmup)
     if warmup == 0:
         return main
-    ramp = lr_scheduler.LinearLR(optimizer, start_factor=cfg.get("warmup_start_factor", 0.01), end_factor=1.0,
+    ramp = lr_scheduler.LinearLR(optimizer, start_factor=cfg.warmup_start_factor, end_factor=1.0,
                                  total_iters=warmup)
     return lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])

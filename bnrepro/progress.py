@@ -85,10 +85,10 @@ class Progress:
     @classmethod
     def for_run(cls, cfg, label: str, initial: int, multirun: bool, enabled: bool = True) -> "Progress":
         t = cfg.trainer
-        mode = str(t.get("progress", "auto"))
+        mode = t.progress
         if mode == "auto" and multirun:
             mode = "log"
-        return cls(label, t.max_steps, initial, mode, t.get("progress_every_s", 15.0), enabled=enabled)
+        return cls(label, t.max_steps, initial, mode, t.progress_every_s, enabled=enabled)
 
     def rate(self, step: int) -> float:
         """Steps per second since this process started the run (resumed steps excluded)."""

@@ -54,7 +54,7 @@ def resolve(threads="auto", workers="auto") -> Resources:
 
 
 def from_config(cfg) -> Resources:
-    return resolve(cfg.trainer.get("threads", "auto"), cfg.data.get("workers", "auto"))
+    return resolve(cfg.trainer.threads, cfg.data.workers)
 
 
 def _cpu_model() -> str:

@@ -1,12 +1,18 @@
-"""Validation at the door: one schema for every user-facing config value, checked before anything is written.
+"""Every config key, declared once: its type, its default and what it means. Checked at the door.
 
-Each config group is a pydantic model with `extra="forbid"`, so a typo (`+optim.lrr=0.1`, `+foo=1`) is an
-unknown key, not a silently ignored one. Keys that only some group options use (model.depth for resnet_cifar,
-data.crop_size for imagenet) are declared optional. Types are strict (issue 19): a string, even "0.1" or what
-${oc.env:...} gives, is not a number, nor is a bool, and a float is not an int (an int is fine where a float is
-declared); every number anywhere in the tree must be finite and fit float32, the precision the model trains in.
-Such values used to pass and fail late (a TypeError, a float overflow) or train to a "diverged" result.
-`validate(cfg)` raises ConfigError with one line that names the key, the value and the fix.
+The models below are the config's single source. `register()` puts their defaults in Hydra's ConfigStore as
+the base of the top level and of each config group (`schema/train`, `schema/model`, ...; `trainer/default` and
+`optim/sgd`, the only options of theirs), so a YAML file under configs/ holds only what its option, scale or claim
+changes. A key that one option of its group reads (data.crop_size, model.depth, schedule.gamma) is typed here
+with the default None, "this option has no such key": its value lives in the file of the option that reads it.
+A run's identity hashes a null key as an absent one (bnrepro/identity.py), so a new key changes no run's hash.
+
+Each group is a pydantic model with `extra="forbid"`, so a typo (`+optim.lrr=0.1`, `+foo=1`) is an unknown key,
+not a silently ignored one. Types are strict (issue 19): a string, even "0.1" or what ${oc.env:...} gives, is not
+a number, nor is a bool, and a float is not an int (an int is fine where a float is declared); every number
+anywhere in the tree must be finite and fit float32, the precision the model trains in. `validate(cfg)` raises
+ConfigError with one line that names the key, the value and the fix. What needs the registries of norms and
+probes (a norm's name and options, which norms need batches of two) is checked beside it, by bnrepro.door.
 """
 from __future__ import annotations
 
@@ -15,17 +21,15 @@ import math
 import re
 from typing import Any, Literal, Optional, Union
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticUndefined
 
-from bnrepro import ConfigError
+from bnrepro.errors import ConfigError
 
 FINAL_EVALS = ("ema", "precise", "precise_alg2", "batch")
 
-PosFloat = Field(gt=0)
 Auto = Literal["auto"]
-
-
 FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max: a larger LR overflows in the optimizer
 
 
@@ -46,14 +50,6 @@ def _check_numbers(value, path: str = "") -> None:
                              f"model trains in: set a smaller {path}")
 
 
-def find_norm(name):
-    """The registered norm `name` (bnrepro/norm/registry.py), or None. The norms import torch: lazily, on first
-    use, as the door checks a config before anything else needs torch."""
-    from bnrepro.norm import find
-
-    return find(name)
-
-
 class Group(BaseModel):
     # strict: no str -> number, float -> int or int/str -> bool coercion (an int still passes for a float)
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -64,21 +60,33 @@ class Group(BaseModel):
         _check_numbers(data)
         return data
 
+    @classmethod
+    def node(cls) -> dict:
+        """The defaults as a config node: a required key is ??? (Hydra's missing value), a nested group is left
+        to its own config group."""
+        out = {}
+        for name, field in cls.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                continue
+            out[name] = MISSING if field.default is PydanticUndefined else field.get_default(call_default_factory=True)
+        return out
+
 
 class Data(Group):
     name: Literal["digits", "mnist", "cifar10", "cifar100", "imagenet", "mnist1d"]
-    root: Optional[str] = None
-    download: bool = False
-    augment: bool = False
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    split_seed: int = 0
-    val_split: float = Field(0.0, ge=0, lt=1)   # score branch: a held-out validation fraction
-    crop_size: int = Field(224, ge=1)
-    resize_size: int = Field(256, ge=1)
-    workers: Union[Auto, int] = "auto"
-    num_samples: int = Field(20000, ge=20)       # mnist1d: generated examples (a multiple of 10)
-    train_split: float = Field(0.8, gt=0, lt=1)  # mnist1d: the generator's train fraction
-    seed: int = 42                               # mnist1d: the generator's seed (another seed, another dataset)
+    root: Optional[str] = None                   # where the dataset's files are (digits, mnist1d: none)
+    download: bool = False                       # fetch missing files (mnist, cifar: torchvision's download)
+    augment: bool = False                        # training-time augmentation (cifar: crop + flip; imagenet: crop)
+    val_split: float = Field(0.0, ge=0, lt=1)    # a stratified validation fraction held out of training: every
+                                                 # selection (steps to target, best LR) reads it, never the test set
+    split_seed: Optional[int] = None             # the seed of that validation split (and digits' test split)
+    test_fraction: Optional[float] = Field(None, gt=0, lt=1)  # digits: its test share (no official split)
+    crop_size: Optional[int] = Field(None, ge=1)      # imagenet: the training and evaluation crop
+    resize_size: Optional[int] = Field(None, ge=1)    # imagenet: the evaluation resize before the center crop
+    workers: Union[Auto, int] = "auto"           # DataLoader workers per process (streamed data: imagenet)
+    num_samples: Optional[int] = Field(None, ge=20)   # mnist1d: generated examples (a multiple of 10)
+    train_split: Optional[float] = Field(None, gt=0, lt=1)  # mnist1d: the generator's train fraction
+    seed: Optional[int] = None                   # mnist1d: the generator's seed (another seed, another dataset)
     cache_dir: Optional[str] = None              # mnist1d: where the generated tensors are cached
 
     @model_validator(mode="after")
@@ -88,101 +96,102 @@ class Data(Group):
         return self
 
 
-class Model(Group):
+class NormOptions(Group):
+    """The norm keys of every model family, read by bnrepro.norm.Norm. Each norm registers which of them it reads
+    (bnrepro/norm/<family>.py), and a run's hash covers its own norm's options only."""
+    norm: str = "bn"        # a registered norm (bn | none | gn | ln | in | ghost_bn | brn | noisy_bn | frozen_bn |
+                            # wn | mean_only_bn | wn_mean_only_bn; README) or your own class's dotted path
+    norm_groups: int = Field(32, ge=1)     # gn: groups per layer (GN paper: 32); must divide every layer width
+    ghost_batch: int = Field(0, ge=0)      # ghost_bn, brn: examples per normalization batch (0: the whole batch)
+    brn_rmax: float = Field(3.0, ge=1)     # brn: final r_max (Batch Renorm paper: 3)
+    brn_dmax: float = Field(5.0, ge=0)     # brn: final d_max (Batch Renorm paper: 5)
+    brn_hold: int = Field(5000, ge=0)      # brn: plain BN (r_max 1, d_max 0) for the first 5k steps (sec. 4.1),
+    brn_rmax_at: int = Field(40000, ge=0)  # brn: then r_max ramps linearly to brn_rmax, reached at step 40k,
+    brn_dmax_at: int = Field(25000, ge=0)  # brn: and d_max to brn_dmax, reached at step 25k
+    brn_warmup: Optional[int] = Field(None, ge=0)  # brn: null: the steps above; N: that schedule scaled to end at N
+    noise_mean: float = Field(0.5, ge=0)   # noisy_bn: per-step shift means drawn from U(-noise_mean, noise_mean)
+    noise_std: float = Field(0.5, ge=0)    # noisy_bn: per-step noise spreads drawn from U(0, noise_std)
+    norm_momentum: float = Field(0.1, gt=0, le=1)  # running statistics: new = (1 - momentum) old + momentum batch
+    norm_eps: float = Field(1e-5, gt=0)    # added to the variance before the square root
+    norm_sync: bool = False                # under torchrun: BN statistics over the global batch (SyncBatchNorm)
+
+
+class Model(NormOptions):
+    """An architecture (configs/model/<name>.yaml sets its own keys) and its norm."""
     name: Literal["mlp", "resnet_cifar", "resnet", "inception_bn", "inception"]
-    norm: str                                    # a registered norm (bnrepro/norm/) or a dotted path: _norm checks it
     act: Literal["relu", "sigmoid", "tanh"] = "relu"
-    dropout: float = Field(0.0, ge=0, lt=1)
-    init: Optional[str] = None                   # score branch: each arm's own fair init (xavier, kaiming...)
-    init_std: float = Field(0.1, gt=0)
-    init_scale: float = Field(1.0, gt=0)
-    hidden: list[int] = [100, 100, 100]
-    depth: int = Field(20, ge=1)                 # resnet_cifar: 6n+2 (checked by the model); mlp: hidden layers (C12)
+    dropout: float = Field(0.0, ge=0, lt=1)      # dropout before the classifier (mlp: after each hidden layer)
+    hidden: Optional[list[int]] = None           # mlp: hidden widths
+    init: Optional[str] = None                   # mlp: normal | xavier | kaiming (C3: each arm's fair init)
+    init_std: Optional[float] = Field(None, gt=0)     # mlp, init=normal: the weights' standard deviation
+    init_scale: Optional[float] = Field(None, gt=0)   # conv nets: multiplier on the Kaiming init (C6)
+    depth: Optional[int] = Field(None, ge=1)     # resnet_cifar: 6n+2 (checked by the model); mlp: hidden layers (C12)
     residual: Optional[bool] = None              # C12: skip connections on/off (mlp: off, resnet_cifar: on if unset)
-    width: int = Field(16, ge=1)
-    arch: Literal["resnet18", "resnet50"] = "resnet50"
-    stem: Literal["auto", "imagenet", "cifar", "digits"] = "auto"
-    width_mult: float = Field(1.0, gt=0)
-    lrn: bool = False
-    zero_init_residual: bool = False
-    norm_groups: int = Field(1, ge=1)
-    ghost_batch: int = Field(0, ge=0)
-    brn_rmax: float = Field(3.0, ge=1)
-    brn_dmax: float = Field(5.0, ge=0)
-    brn_warmup: Optional[int] = Field(None, ge=0)  # null: the paper's absolute schedule; N: it scaled to end at N
-    brn_hold: int = Field(5000, ge=0)
-    brn_rmax_at: int = Field(40000, ge=0)
-    brn_dmax_at: int = Field(25000, ge=0)
-    noise_mean: float = Field(0.5, ge=0)
-    noise_std: float = Field(0.5, ge=0)
-    norm_momentum: float = Field(0.1, gt=0, le=1)
-    norm_eps: float = Field(1e-5, gt=0)
-    norm_sync: bool = False
+    width: Optional[int] = Field(None, ge=1)     # resnet_cifar: channels of the first stage
+    zero_init_residual: Optional[bool] = None    # resnets: start each residual branch at zero
+    arch: Optional[Literal["resnet18", "resnet50"]] = None  # resnet: timm's architecture
+    stem: Optional[Literal["auto", "imagenet", "cifar", "digits"]] = None  # inception: the stem for the input size
+    width_mult: Optional[float] = Field(None, gt=0)   # inception: multiplier on every layer width
+    lrn: Optional[bool] = None                   # inception: Local Response Normalization in the stem
 
     @model_validator(mode="after")
-    def _norm(self):
-        spec = find_norm(self.norm)
-        if spec is None:
-            from bnrepro.norm import unknown
-
-            raise ValueError(unknown(self.norm))
-        if self.ghost_batch and not spec.ghost:
-            from bnrepro.norm import REGISTRY
-
-            ghost = " or ".join(name for name, s in REGISTRY.items() if s.ghost)
-            raise ValueError(f"ghost_batch={self.ghost_batch} is read only by norm {ghost}, "
-                             f"not norm={self.norm}: set model.norm=ghost_bn or model.ghost_batch=0")
-        if any(h < 1 for h in self.hidden):
+    def _hidden(self):
+        if self.hidden is not None and any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden={self.hidden}: every hidden width must be >= 1")
         return self
 
 
 class Optim(Group):
-    name: Literal["sgd"]
-    lr: float = PosFloat
-    lr_mult: float = PosFloat
-    scale_lr_by_batch: bool = False
+    """SGD with momentum. The paper names no optimizer for MNIST; its ImageNet runs use SGD with momentum."""
+    name: Literal["sgd"] = "sgd"
+    lr: float = Field(0.1, gt=0)                 # base rate; chosen on digits for the Fig. 1 nets (experiment/fig1)
+    lr_mult: float = Field(1.0, gt=0)            # the paper's x1 / x5 / x30: effective LR = lr * lr_mult
+    scale_lr_by_batch: bool = False              # true: lr is per 256 examples, scaled by batch_size / 256
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0)
-    wd_exempt_norm_bias: bool = False
+    wd_exempt_norm_bias: bool = False            # true: norm scales/shifts and biases get no weight decay
     label_smoothing: float = Field(0.0, ge=0, lt=1)
 
 
 class Schedule(Group):
+    """The learning-rate schedule (configs/schedule/<name>.yaml sets its own keys), after any linear warmup."""
     name: Literal["constant", "step", "exponential", "cosine"]
-    warmup_frac: float = Field(0.0, ge=0, lt=1)
-    warmup_start_factor: float = Field(0.01, gt=0, le=1)
-    milestones_frac: list[float] = [0.5, 0.75]
-    gamma: float = Field(0.1, gt=0)
-    decay_rate: float = Field(0.96, gt=0)
-    decay_every_frac: float = Field(0.05, gt=0)
-    decay_every_steps: Optional[int] = Field(None, ge=1)  # an absolute decay period (imagenet scale)
-    decay_speedup: float = Field(1.0, gt=0)
-    staircase: bool = False
-    min_lr_frac: float = Field(0.0, ge=0, le=1)
+    warmup_frac: float = Field(0.0, ge=0, lt=1)  # linear warmup over this fraction of the run,
+    warmup_start_factor: float = Field(0.01, gt=0, le=1)  # from this factor x the rate
+    milestones_frac: Optional[list[float]] = None    # step: the rate x gamma at each (fractions of max_steps)
+    gamma: Optional[float] = Field(None, gt=0)       # step
+    decay_rate: Optional[float] = Field(None, gt=0)  # exponential: lr * decay_rate ** (step / period)
+    decay_every_frac: Optional[float] = Field(None, gt=0)  # exponential: period as a fraction of max_steps,
+    decay_every_steps: Optional[int] = Field(None, ge=1)   # or in steps (the imagenet scale)
+    decay_speedup: Optional[float] = Field(None, gt=0)     # exponential: period / this (BN-x5: 6x faster decay)
+    staircase: Optional[bool] = None                 # exponential: drop at each period instead of smoothly
+    min_lr_frac: Optional[float] = Field(None, ge=0, le=1)  # cosine: the final rate as a fraction of the rate
 
 
 class Trainer(Group):
-    max_steps: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    eval_every: int = Field(ge=0)                # 0: only the steps of eval_at
-    eval_at: Any = None                          # explicit evaluation steps, or "log" (10, 20, 50, 100, ...)
-    score_last_k: int = Field(3, ge=1)           # score branch: score = mean of the last k evaluations
-    device: str = "auto"
-    train_eval_examples: int = Field(1000, ge=1)
-    probe_unit: int = Field(0, ge=0)
-    probes: list[str] = ["percentiles"]          # bnrepro/probes/: the measurements taken beside training
-    final_eval: list[Literal[FINAL_EVALS]] = ["ema"]
-    precise_bn_examples: int = Field(1000, ge=1)
-    progress: Literal["auto", "bar", "log", "none"] = "auto"
-    progress_every_s: float = Field(15.0, gt=0)
-    ckpt_every: int = Field(1000, ge=1)
-    threads: Union[Auto, int] = "auto"
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    channels_last: Union[Auto, bool] = "auto"
-    compile: bool = False
-    overwrite: bool = False
+    max_steps: int = Field(50000, ge=1)
+    batch_size: int = Field(60, ge=1)            # the paper's MNIST mini-batch; the global batch, split over DDP
+    eval_every: int = Field(500, ge=0)           # steps between evaluations and metrics rows; 0: eval_at only
+    eval_at: Any = None                          # extra evaluation steps: a list ([10, 20, 50]) or log (10, 20, 50,
+                                                 # 100, 200, 500, ...)
+    score_last_k: int = Field(3, ge=1)           # summary.json's score: mean test accuracy over the last k evals
+    device: str = "auto"                         # auto picks cuda when available
+    train_eval_examples: int = Field(1000, ge=1)  # a fixed training subset evaluated at each eval (train-test gap)
+    probe_unit: int = Field(0, ge=0)             # which unit of the last hidden layer the Fig. 1 probe watches
+    probes: list[str] = ["percentiles"]          # measurements beside training (bnrepro/probes/)
+    final_eval: list[Literal[FINAL_EVALS]] = ["ema"]  # inference variants at the end: ema | precise | precise_alg2 |
+                                                 # batch (C8)
+    precise_bn_examples: int = Field(1000, ge=1)  # training examples precise BN estimates the population with
+    progress: Literal["auto", "bar", "log", "none"] = "auto"  # auto: a bar on a terminal, log lines otherwise
+    progress_every_s: float = Field(15.0, gt=0)  # log lines: at most one per evaluation and one per this many s
+    ckpt_every: int = Field(1000, ge=1)          # steps between checkpoints (also at the end, a new best, SIGTERM)
+    threads: Union[Auto, int] = "auto"           # torch threads; auto: this job's cores shared among the jobs
+                                                 # beside it. The numbers depend on it: scale=cpu fixes 1
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
+    channels_last: Union[Auto, bool] = "auto"    # auto: NHWC memory layout for conv nets on GPU
+    compile: bool = False                        # torch.compile the training step's model
+    overwrite: bool = False                      # true: a run dir holding another config's run is moved aside
     wait_for_lock: bool = False                  # wait for another process's lock on the run dir instead of exiting 2
 
     @model_validator(mode="after")
@@ -191,11 +200,6 @@ class Trainer(Group):
         if not (steps is None or steps == "log" or isinstance(steps, list) and all(
                 isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in steps)):
             raise ValueError(f"eval_at={steps}: set a list of positive step numbers, or log")
-        from bnrepro.probes import REGISTRY
-        unknown = [name for name in self.probes if name not in REGISTRY]
-        if unknown:
-            raise ValueError(f"probes={self.probes}: unknown {', '.join(unknown)}; choose from "
-                             f"{', '.join(sorted(REGISTRY))}")
         if isinstance(self.threads, int) and self.threads < 1:
             raise ValueError(f"threads={self.threads}: set a torch thread count >= 1, or auto")
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
@@ -204,31 +208,32 @@ class Trainer(Group):
 
 
 class Logger(Group):
-    name: Literal["wandb", "none"]
+    name: Literal["wandb", "none"]               # wandb: W&B (offline unless logged in) | none: run-dir files only
     project: str = "bnrepro"
     entity: Optional[str] = None
 
 
 class TrainConfig(Group):
-    seed: int = Field(ge=0)
-    name: str
-    claim: Optional[str] = None
-    targets: list[float] = []
-    scale_name: str = "cpu"
+    seed: int = Field(0, ge=0)
+    name: str = "default"                        # experiment name: the W&B group and the folder of its runs
+    claim: Optional[str] = None                  # the claim id (C1..C15) an experiment tests; null for ad-hoc runs
+    targets: list[float] = [0.8, 0.9, 0.95]      # summary.json: the first eval step reaching each test accuracy
+    scale_name: str = "cpu"                      # set by configs/scale/<scale>.yaml
+    seeds: Optional[str] = None                  # the scale's seed axis for sweeps ("0,1,2,3,4")
+    claims: dict[str, Any] = {}                  # the scale's role choices (configs/claims/net, ...: group choices)
+    # one claim's values, set by configs/experiment/<e>.yaml or configs/claims/<e>/<scale>.yaml
     variant: Optional[str] = None                # C1's ladder rung
-    c8_setting: Optional[str] = None             # score branch: C8's setting label
+    c8_setting: Optional[str] = None             # C8's setting label
     c7_protocol: Optional[str] = None            # C7 arm's protocol: gpu8 (the GN paper's), real (cpu) or ghost
     c7_real: Optional[dict[str, float]] = None   # C7 real-batch protocol: examples per run, LR per 256 examples
     base_lr: Optional[float] = Field(None, gt=0)  # the scale's no-BN base rate that C2/C10 multiply
-    seeds: Optional[str] = None                  # the scale's seed axis for sweeps ("0,1,2,3,4")
     c14_weight_decays: Optional[str] = None      # C14: the weight decays its sweep compares ("0,0.005")
     steps_by_data: Optional[dict[str, int]] = None  # cpu: a claim's step budget per embedded dataset (data.name)
     c10_budget: Optional[dict[str, int]] = None  # C10: steps at x1 and the cap of the 1/LR-scaled budget
     c3_fair_init: Optional[dict[str, dict[str, str]]] = None  # C3: each (act, norm) arm's init
     c12_train_steps: Optional[int] = Field(None, ge=1)  # C12: the 100-layer MLP's training steps after the probe
     c15_model: Optional[dict[str, Any]] = None   # C15: each family's size at the scale (depth, width, arch, width_mult)
-    claims: dict[str, Any] = {}                  # the scale's choices for each claim's family (group choices)
-    ladder_weight_decay: Optional[dict[str, float]] = None
+    ladder_weight_decay: Optional[dict[str, float]] = None  # C1: weight decay per ladder rung
     data: Data
     model: Model
     optim: Optim
@@ -237,22 +242,25 @@ class TrainConfig(Group):
     logger: Logger
 
     @model_validator(mode="after")
-    def _batch(self):
-        g, b = self.model.ghost_batch, self.trainer.batch_size
-        if find_norm(self.model.norm).batch_stats and (g or b) < 2:
-            raise ValueError(f"{'model.ghost_batch' if g else 'trainer.batch_size'}={g or b} leaves one example "
-                             f"per batch for model.norm={self.model.norm} to normalize over: set "
-                             "trainer.batch_size >= 2 (and model.ghost_batch >= 2), or model.norm=none|gn|ln")
-        if g and b % g:
-            raise ValueError(f"model.ghost_batch={g} does not divide trainer.batch_size={b}: pick a ghost size "
-                             "that divides the batch")
+    def _targets(self):
         if any(not 0 < t <= 1 for t in self.targets):
             raise ValueError(f"targets={self.targets}: accuracies in (0, 1]")
-        from bnrepro.norm.ghost import check_brn_schedule  # declared with the schedule it checks (imports torch: lazily)
-
-        m = self.model  # here, not in Model: the message names its keys in full (model.brn_*), as Norm's does
-        check_brn_schedule(m.brn_hold, m.brn_rmax_at, m.brn_dmax_at, m.brn_warmup)
         return self
+
+
+def register() -> None:
+    """Put the defaults in Hydra's ConfigStore, under configs' group `schema/`: the top level (`schema/train`,
+    which configs/train.yaml names first) and each group's base (`schema/model`, ...: each YAML option of the group
+    names it first in its defaults list; named as configs, not group options, so they are no choice of
+    model=... or data=...), and the only options of trainer and optim (`trainer/default`, `optim/sgd`)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    for name, model in (("train", TrainConfig), ("data", Data), ("model", Model), ("schedule", Schedule),
+                        ("logger", Logger)):
+        cs.store(group="schema", name=name, node=model.node())
+    cs.store(group="trainer", name="default", node=Trainer.node())
+    cs.store(group="optim", name="sgd", node=Optim.node())
 
 
 def _fields(model: type[BaseModel], path: tuple) -> list[str]:
@@ -282,7 +290,7 @@ def _raw(raw, loc: tuple):
     return raw
 
 
-def _message(err: dict, raw: dict | None = None) -> str:
+def error_message(err: dict, raw: dict | None = None) -> str:
     loc = _key(err["loc"])
     key = ".".join(str(p) for p in loc)
     if err["type"] == "extra_forbidden":
@@ -332,13 +340,15 @@ def _first(errors: list[dict]) -> dict:
     return {**first, "type": number, "msg": msg}
 
 
-def validate(cfg: DictConfig | dict) -> TrainConfig:
+def validate(cfg: DictConfig | dict, schema: type[Group] = TrainConfig, at: tuple = ()) -> Group:
     """The checked config, or ConfigError with one line for the first bad value. Given a DictConfig, the
-    message can name an interpolation that gave a bad value."""
+    message can name an interpolation that gave a bad value. `schema` and `at` check a part of a config (the
+    norm options of bnrepro.norm.Norm: NormOptions at ("model",)), named in the message by its full keys."""
     raw = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else None
     tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     tree = {k: v for k, v in tree.items() if k != "hydra"}
     try:
-        return TrainConfig.model_validate(tree)
+        return schema.model_validate(tree)
     except ValidationError as e:
-        raise ConfigError(_message(_first(e.errors()), raw)) from None
+        errors = [{**err, "loc": (*at, *err["loc"])} for err in e.errors()]
+        raise ConfigError(error_message(_first(errors), raw and {at[0]: raw} if at else raw)) from None

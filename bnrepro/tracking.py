@@ -61,10 +61,10 @@ class Tracker:
         try:
             import wandb
 
-            tags = [t for t in (cfg.get("scale_name"), cfg.get("claim")) if t]
+            tags = [t for t in (cfg.scale_name, cfg.claim) if t]
             # group = experiment, job type = arm: what the report's dashboards filter and group by
             # our own id, chosen before the first checkpoint stores it, so a resumed run continues this one
-            kwargs = dict(project=cfg.logger.project, entity=cfg.logger.get("entity"), group=cfg.name,
+            kwargs = dict(project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.name,
                           job_type=arm_of(cfg) or None, tags=tags, config=OmegaConf.to_container(cfg, resolve=True),
                           dir=str(self.run_dir), id=wandb_id or secrets.token_hex(4), resume="allow",
                           name=self.run_dir.name, reinit="finish_previous")

@@ -21,7 +21,6 @@ from bnrepro import distributed as dist
 from bnrepro.data import check_available
 from bnrepro.identity import RunLock, RunLocked, claim_dir, refuse_foreign, restore_hydra
 from bnrepro.loop import code_version, fit, pick_device, status_record
-from bnrepro.schema import validate
 from bnrepro.rundir import (CONFIG, FAILED, FINISHED, HYDRA, OWN, STARTED, SUMMARY, Damaged, holds_results, read_summary,
                             write_status, write_summary)
 
@@ -46,7 +45,8 @@ def one_line(e: BaseException) -> str:
     return text if isinstance(e, ConfigError) else f"{type(e).__name__}: {text}"
 
 
-def train(cfg: DictConfig, run_dir: str | Path | None = None, multirun: bool = False) -> dict:
+def train(cfg: DictConfig, run_dir: str | Path | None = None, multirun: bool = False,
+          settings: DictConfig | None = None) -> dict:
     """Run one training job in run_dir (default: Hydra's output dir) and return its summary.
 
     The config and its dataset are checked first (nothing is written for a bad one), and a dir that holds
@@ -56,27 +56,30 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, multirun: bool = F
     config is not repeated, a started one resumes, one of another config is refused (or moved aside with
     trainer.overwrite=true). summary.json says `started` from then on; any exception is recorded there as
     status `failed` with a one-line `error`, then raised; a SIGTERM as `interrupted`.
+
+    `cfg` is the config as composed: the run's identity and records. The trainer reads `settings`, the checked
+    config with every key typed and present (door.checked; given when the caller checked it already).
     """
-    validate(cfg)
-    check_available(cfg.data)
+    settings = settings or door.checked(cfg)
+    check_available(settings.data)
     run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
     refuse_foreign(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not dist.is_main():  # rank 0 owns the dir and its files; the others only train
-        return fit(cfg, run_dir, multirun=multirun)
+        return fit(settings, run_dir, multirun=multirun)
     try:
-        lock = RunLock(run_dir, wait=bool(cfg.trainer.get("wait_for_lock", False)) or multirun).__enter__()
+        lock = RunLock(run_dir, wait=settings.trainer.wait_for_lock or multirun).__enter__()
     except RunLocked:
         restore_hydra(run_dir)  # this launch's Hydra rewrote .hydra/ of the run the holder trains
         raise
     try:
-        return _train_locked(cfg, run_dir, multirun)
+        return _train_locked(cfg, settings, run_dir, multirun)
     finally:
         lock.__exit__()
 
 
-def _train_locked(cfg: DictConfig, run_dir: Path, multirun: bool) -> dict:
-    h = claim_dir(cfg, run_dir, overwrite=bool(cfg.trainer.get("overwrite", False)), code=code_version())
+def _train_locked(cfg: DictConfig, settings: DictConfig, run_dir: Path, multirun: bool) -> dict:
+    h = claim_dir(cfg, run_dir, overwrite=settings.trainer.overwrite, code=code_version())
     summary = _read_summary(run_dir)
     if summary and summary.get("status") in FINISHED:
         print(f"{run_dir}: already {summary['status']} (config {h}), skipped", file=sys.stderr)
@@ -86,10 +89,10 @@ def _train_locked(cfg: DictConfig, run_dir: Path, multirun: bool) -> dict:
         config_path.parent.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, config_path, resolve=True)
     try:
-        write_summary(run_dir, status_record(cfg, h, STARTED))
-        return fit(cfg, run_dir, multirun=multirun, config_hash=h)
+        write_summary(run_dir, status_record(settings, h, STARTED))
+        return fit(settings, run_dir, multirun=multirun, config_hash=h)
     except Exception as e:
-        write_status(run_dir, status_record(cfg, h, FAILED, error=one_line(e)))
+        write_status(run_dir, status_record(settings, h, FAILED, error=one_line(e)))
         raise
 
 
@@ -145,16 +148,16 @@ def hydra_main(cfg: DictConfig) -> None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        validate(cfg)
-        check_available(cfg.data)
+        settings = door.checked(cfg)
+        check_available(settings.data)
     except ConfigError as e:
         remove_stub(run_dir)
         fail(e, run_dir, multirun, 2)
     summary = {}
     try:
-        dist.init(pick_device(cfg.trainer.device).type)
+        dist.init(pick_device(settings.trainer.device).type)
         run_dir = shared_run_dir(run_dir)
-        summary = train(cfg, run_dir, multirun=multirun)
+        summary = train(cfg, run_dir, multirun=multirun, settings=settings)
     except ConfigError as e:
         fail(e, run_dir, multirun, 2)
     except Exception as e:  # noqa: BLE001 - recorded in summary.json by train(); reported in one line here

@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -25,6 +26,19 @@ torch.set_num_threads(1)  # tiny models: threads only add overhead, and tests ma
 def compose_cfg(*overrides: str):
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))
+
+
+def data_cfg(name: str, **kw):
+    """A dataset's config as a run composes it (configs/data/<name>.yaml over bnrepro.schema.Data's defaults),
+    without augmentation or a validation split unless kw sets them, kw set unchecked (a name that is no
+    dataset gets the schema's defaults, for the loader's own error)."""
+    from bnrepro.schema import Data
+
+    try:
+        base = compose_cfg(f"data={name}").data
+    except Exception:  # noqa: BLE001 - hydra's error for an unknown option
+        base = OmegaConf.create({**Data.node(), "name": name})
+    return OmegaConf.merge(base, {"augment": False, "val_split": 0.0}, kw)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

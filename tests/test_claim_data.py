@@ -67,7 +67,7 @@ def test_cpu_sweep_runs_on_the_chosen_dataset(experiment):
     group_axes = [j for j in job_list if any(o.split("=")[0] in ("ladder", "norm_batch", "c8") for o in j)]
     for job in group_axes or job_list[:1]:
         assert compose_cfg(base + job).data.name == CHOSEN[experiment], job
-    if "steps_by_data" in cfg:  # the budget follows the dataset
+    if cfg.steps_by_data:  # the budget follows the dataset
         budget = cfg.steps_by_data[CHOSEN[experiment]]
         assert (cfg.c10_budget.steps if experiment == "c10_small_lr" else cfg.trainer.max_steps) == budget
 

@@ -5,9 +5,12 @@ composition would orphan every finished run dir.
 
 The jobs: every experiment (configs/experiment/*.yaml) x every scale x every point of its sweep
 (hydra.sweeper.params, seeds included), plus every model, and every norm_batch arm that no sweep runs, on their
-own. Each is pinned by the sha256 (16 hex digits, as bnrepro/identity.py) of
-json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True) in tests/data/composed_configs.json,
-generated from main at 01f47b1, before the configs/ clean-up of issue 9.
+own. Each is pinned by its run identity, bnrepro.identity.config_hash (the resolved config but the keys that
+cannot change a run's numbers, null keys and other norms' options), in tests/data/composed_configs.json. First
+generated from main at 01f47b1, before the configs/ clean-up of issue 9; regenerated in issue 20 when every key's
+default moved into bnrepro/schema.py and the hash began to leave null keys out, after checking that every job's
+resolved config, nulls left out, was unchanged but for two keys the identity ignores (data.download and
+data.workers, now present in every dataset's config).
 
 When a config change is MEANT to change runs, regenerate the pins and say so in the commit:
     BNREPRO_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/test_config_equality.py
@@ -15,7 +18,6 @@ When a config change is MEANT to change runs, regenerate the pins and say so in 
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 import os
@@ -24,7 +26,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
-import bnrepro  # noqa: F401  (registers the resolvers the configs use)
+from bnrepro.identity import config_hash  # (importing bnrepro registers the resolvers the configs use)
 from conftest import CONFIGS, ROOT
 
 GOLDEN = ROOT / "tests" / "data" / "composed_configs.json"
@@ -32,7 +34,7 @@ SCALES = ("cpu", "cifar", "imagenet")
 
 
 def digest(container: dict) -> str:
-    return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return config_hash(container)
 
 
 def composed() -> dict[str, str]:

@@ -8,15 +8,14 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from bnrepro import ConfigError
 from bnrepro.data import TensorLoader, crop_flip, load_data, stratified_split
+from conftest import data_cfg
 
 
-def cfg(**kw):
-    base = {"root": None, "download": False, "augment": False, "test_fraction": 0.2, "split_seed": 0}
-    return OmegaConf.create({**base, **kw})
+def cfg(name: str, **kw):
+    return data_cfg(name, **kw)
 
 
 # --- MNIST: uncompressed IDX files in <root>/MNIST/raw (conftest's mnist_root) -------------------------

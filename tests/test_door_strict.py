@@ -11,7 +11,8 @@ from omegaconf import OmegaConf
 from bnrepro import ConfigError
 from bnrepro.data import check_available, load_data
 from bnrepro.norm import Norm
-from bnrepro.schema import FLOAT32_MAX, validate
+from bnrepro.door import checked as validate  # the door: the schema and the registries
+from bnrepro.schema import FLOAT32_MAX
 from conftest import compose_cfg
 from test_integrity import run_cli
 

@@ -13,7 +13,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
 
 import bnrepro.train  # noqa: F401  (registers the config resolvers)
-from bnrepro.models import META_KEYS, MODELS, NORM_KEYS
+from bnrepro.models import META_KEYS, MODELS
+from bnrepro.schema import NormOptions
 from bnrepro.norm import NORMS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -39,7 +40,8 @@ def check_model(cfg) -> None:
     assert model["name"] in MODELS
     assert model.get("norm") in NORMS
     accepted = set(inspect.signature(get_class(MODELS[model["name"]])).parameters)
-    unknown = set(model) - set(NORM_KEYS) - set(META_KEYS) - accepted
+    own = {k for k, v in model.items() if v is not None}  # a null key is one the family does not have
+    unknown = own - set(NormOptions.model_fields) - set(META_KEYS) - accepted
     assert not unknown, f"{model['name']} does not take {unknown}"
 
 

@@ -305,7 +305,7 @@ def test_a_probe_running_the_model_unguarded_would_be_caught(tmp_path, monkeypat
 
 def test_an_unknown_probe_is_refused_at_the_door(tmp_path):
     from bnrepro import ConfigError
-    from bnrepro.schema import validate
+    from bnrepro.door import checked as validate
     with pytest.raises(ConfigError, match="trainer.probes=.*unknown landscpe; choose from .*percentiles"):
         validate(compose_cfg(*COMMON, "trainer.probes=[percentiles,landscpe]"))
 

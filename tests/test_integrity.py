@@ -14,7 +14,7 @@ import torch
 
 from bnrepro import ConfigError
 from bnrepro.identity import config_hash
-from bnrepro.schema import validate
+from bnrepro.door import checked as validate
 from bnrepro.train import train
 from conftest import ROOT, compose_cfg
 

@@ -7,9 +7,9 @@ import random
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 import bnrepro.data as data_module
+from conftest import data_cfg
 from bnrepro import ConfigError
 from bnrepro.data import load_data
 from bnrepro.inference import fold_bn
@@ -21,9 +21,8 @@ SMALL = 400  # examples: 320 train / 80 test, generated in well under a second
 
 
 def cfg_for(tmp_path, **overrides):
-    base = OmegaConf.load(data_module.Path(__file__).resolve().parents[1] / "configs" / "data" / "mnist1d.yaml")
     # the generator's own train/test split, without the validation split carved from train (tested in test_data)
-    return OmegaConf.merge(base, {"num_samples": SMALL, "cache_dir": str(tmp_path), "val_split": 0, **overrides})
+    return data_cfg("mnist1d", **{"num_samples": SMALL, "cache_dir": str(tmp_path), **overrides})
 
 
 def test_shapes_split_and_labels(tmp_path):

@@ -50,7 +50,7 @@ def run_twins(a: nn.Module, b: nn.Module, x: torch.Tensor, steps: int = 3):
 @pytest.mark.parametrize("kind", [k for k in NORMS if k != "none"])
 @pytest.mark.parametrize("dim", [1, 2])
 def test_every_norm_builds_and_runs(kind, dim):
-    norm = Norm(kind, groups=3, ghost_batch=4)
+    norm = Norm(kind, norm_groups=3, ghost_batch=4)
     layer = norm(6, dim)
     if kind == "in" and dim == 1:  # IN at dim 1 takes (N, C, L) sequences and refuses (N, C) features
         with pytest.raises(ConfigError, match="model.norm=ln or gn"):
@@ -156,14 +156,14 @@ def test_brn_warmup_scales_the_papers_schedule_to_a_short_run():
 def test_brn_without_a_schedule_clips_fully_from_the_start():
     brn = BatchRenorm(4, r_max=3.0, d_max=5.0)
     assert brn.limits() == (3.0, 5.0)
-    with pytest.raises(ConfigError, match="set steps >= 0"):
-        Norm("brn", brn_hold=-1)
+    with pytest.raises(ConfigError, match=r"^model\.brn_hold=-1: input should be greater than or equal to 0"):
+        Norm("brn", brn_hold=-1)  # the schema's bound (NormOptions), the same one line as at the door
 
 
 @pytest.mark.parametrize("kind", ["bn", "ghost_bn", "brn"])
 def test_bn_trains_with_biased_and_tracks_unbiased_variance(kind):
     """Algorithms 1 and 2: normalize with the biased batch variance, keep the unbiased m/(m-1) estimate."""
-    layer = Norm(kind, momentum=1.0)(6, dim=2)
+    layer = Norm(kind, norm_momentum=1.0)(6, dim=2)
     x = randn(*SHAPES[2])
     y = layer(x)
     m = x.shape[0] * x.shape[2] * x.shape[3]
@@ -175,7 +175,7 @@ def test_bn_trains_with_biased_and_tracks_unbiased_variance(kind):
 
 def test_gn_ln_in_equal_the_reference_computations():
     x = randn(*SHAPES[2])
-    gn, ln, inorm = (Norm(k, groups=3)(6, dim=2) for k in ("gn", "ln", "in"))
+    gn, ln, inorm = (Norm(k, norm_groups=3)(6, dim=2) for k in ("gn", "ln", "in"))
     randomize_affine(gn, ln, inorm)
     c = (slice(None), None, None)
     torch.testing.assert_close(gn(x), F.group_norm(x, 3, gn.weight, gn.bias))
@@ -183,7 +183,7 @@ def test_gn_ln_in_equal_the_reference_computations():
     torch.testing.assert_close(ln(x), ln_ref)
     torch.testing.assert_close(inorm(x), F.group_norm(x, 6, inorm.weight, inorm.bias))
     x1 = randn(*SHAPES[1])
-    gn1, ln1 = Norm("gn", groups=3)(6, dim=1), Norm("ln")(6, dim=1)
+    gn1, ln1 = Norm("gn", norm_groups=3)(6, dim=1), Norm("ln")(6, dim=1)
     randomize_affine(gn1, ln1)
     per_group = F.layer_norm(x1.reshape(8, 3, 2), (2,)).reshape(8, 6)
     torch.testing.assert_close(gn1(x1), per_group * gn1.weight + gn1.bias)
@@ -268,16 +268,19 @@ def test_batch_of_one_is_refused_for_batch_statistics(kind):
 
 @pytest.mark.parametrize("kind", ["gn", "ln", "frozen_bn"])
 def test_batch_of_one_is_fine_without_batch_statistics(kind):
-    validate_batch(nn.Sequential(Norm(kind, groups=2)(6, dim=2)), 1)
+    validate_batch(nn.Sequential(Norm(kind, norm_groups=2)(6, dim=2)), 1)
 
 
 def test_bad_norm_settings_are_config_errors():
-    with pytest.raises(ConfigError, match="model.ghost_batch=-1"):
+    """Norm checks its options by the schema's own bounds (bnrepro.schema.NormOptions), in the door's words."""
+    with pytest.raises(ConfigError, match=r"^model\.ghost_batch=-1: input should be greater than or equal to 0"):
         Norm("ghost_bn", ghost_batch=-1)
-    with pytest.raises(ConfigError, match="model.brn_rmax >= 1"):
+    with pytest.raises(ConfigError, match=r"^model\.brn_rmax=0\.5: input should be greater than or equal to 1"):
         Norm("brn", brn_rmax=0.5)
-    with pytest.raises(ConfigError, match="model.norm_groups=0"):
-        Norm("gn", groups=0)
+    with pytest.raises(ConfigError, match=r"^model\.norm_groups=0: input should be greater than or equal to 1"):
+        Norm("gn", norm_groups=0)
+    with pytest.raises(ConfigError, match=r"^unknown key model\.groups: did you mean model\.norm_groups\?"):
+        Norm("gn", groups=2)
 
 
 def test_convert_sync_bn_is_a_no_op_in_one_process():

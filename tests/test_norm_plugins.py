@@ -43,7 +43,7 @@ class ToyRMSNorm(nn.Module):
 
 @register_norm("toy_rms", options=("norm_eps",), label="toy RMS", color="#123456", about="RMS over each example")
 def toy_rms(norm, channels, dim):
-    return ToyRMSNorm(channels, norm.eps)
+    return ToyRMSNorm(channels, norm.norm_eps)
 
 
 class Halve(nn.Module):
@@ -159,7 +159,7 @@ def test_every_norm_is_registered_once_with_what_the_rest_needs():
         spec = norm_spec(name)
         assert spec.name == name and spec.label
         if name != "none":
-            assert isinstance(Norm(name, groups=2)(6, 1), torch.nn.Module)
+            assert isinstance(Norm(name, norm_groups=2)(6, 1), torch.nn.Module)
     assert sorted(n for n in NORMS if norm_spec(n).ghost) == ["brn", "ghost_bn"]
 
 
@@ -170,6 +170,6 @@ def test_the_docs_list_every_registered_norm():
 
     readme = (ROOT / "README.md").read_text()
     assert [name for name in NORMS if f"`{name}`" not in readme] == []
-    yaml = (ROOT / "configs/model/norm/default.yaml").read_text()
-    block = yaml[yaml.index("\nnorm: "):yaml.index("\nnorm_groups:")]  # the norm key's comment
+    schema = (ROOT / "bnrepro/schema.py").read_text()
+    block = schema[schema.index("\n    norm: str"):schema.index("\n    norm_groups:")]  # the norm key's comment
     assert set(NORMS) <= set(re.findall(r"[a-z_]+", block))

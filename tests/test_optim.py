@@ -10,20 +10,29 @@ from torch import nn
 
 from bnrepro import ConfigError
 from bnrepro.optim import build_optimizer, build_schedule, effective_lr
+from bnrepro.schema import Optim
+from conftest import compose_cfg
 
 
 def optim_cfg(**kw):
-    base = {"name": "sgd", "lr": 0.1, "lr_mult": 1.0, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0}
-    return OmegaConf.create({**base, **kw})
+    """The optimizer's config as a run gets it: every key's default (bnrepro.schema.Optim), kw set (unchecked:
+    some tests give what the door would refuse)."""
+    return OmegaConf.create({**Optim().model_dump(), **kw})
+
+
+def schedule_cfg(spec: dict):
+    """configs/schedule/<name>.yaml as a run composes it, with the other keys of spec set."""
+    name = spec["name"] if spec["name"] in ("constant", "step", "exponential", "cosine") else "constant"
+    return OmegaConf.merge(compose_cfg(f"schedule={name}").schedule, spec)
 
 
 def bn_net():
     return nn.Sequential(nn.Linear(4, 8, bias=False), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
 
 
-def lrs(schedule_cfg, max_steps, lr=1.0):
+def lrs(spec, max_steps, lr=1.0):
     opt = build_optimizer(optim_cfg(lr=lr), bn_net())
-    sched = build_schedule(OmegaConf.create(schedule_cfg), opt, max_steps)
+    sched = build_schedule(schedule_cfg(spec), opt, max_steps)
     out = []
     for _ in range(max_steps):
         out.append(opt.param_groups[0]["lr"])  # the rate used by this step
@@ -101,7 +110,7 @@ def test_warmup_in_front_of_any_schedule():
 
 
 def test_schedule_state_resumes():
-    cfg = OmegaConf.create({"name": "cosine", "warmup_frac": 0.2})
+    cfg = schedule_cfg({"name": "cosine", "warmup_frac": 0.2})
     a_opt = build_optimizer(optim_cfg(lr=1.0), bn_net())
     a = build_schedule(cfg, a_opt, 20)
     for _ in range(7):

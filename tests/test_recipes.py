@@ -10,7 +10,8 @@ from hydra import initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
 
-from bnrepro.models import META_KEYS, MODELS, NORM_KEYS
+from bnrepro.models import META_KEYS, MODELS
+from bnrepro.schema import NormOptions
 from bnrepro.norm import Norm
 from bnrepro.optim import build_optimizer, build_schedule, effective_lr
 from conftest import CONFIGS
@@ -36,7 +37,8 @@ def compose(*overrides):
 def model_keys_accepted(cfg) -> bool:
     model = dict(cfg.model)
     accepted = set(inspect.signature(get_class(MODELS[model["name"]])).parameters)
-    return not (set(model) - set(NORM_KEYS) - set(META_KEYS) - accepted)
+    own = {k for k, v in model.items() if v is not None}  # a null key is one the family does not have
+    return not (own - set(NormOptions.model_fields) - set(META_KEYS) - accepted)
 
 
 def lr_decay_per(cfg, steps: int) -> float:
@@ -130,6 +132,5 @@ def test_batch_renorm_schedule_ends_inside_every_run(scale):
         run = compose("experiment=c7_small_batch", f"scale={scale}", f"norm_batch={arm}")
         if run.model.norm != "brn":
             continue
-        keys = {field: run.model[key] for key, field in NORM_KEYS.items() if key in run.model}
-        hold, r_max_at, d_max_at = Norm(**keys).brn_schedule()
+        hold, r_max_at, d_max_at = Norm.of(run.model).brn_schedule()
         assert 0 <= hold < d_max_at <= r_max_at <= run.trainer.max_steps, (arm, hold, d_max_at, r_max_at)

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
 from bnrepro import loop
@@ -18,6 +19,7 @@ from bnrepro.optim import build_optimizer, build_schedule
 from bnrepro.probes import REGISTRY, StepView
 from bnrepro.probes.grad_norms import GradNorms
 from bnrepro.probes.landscape import STEP_MULTIPLES, Landscape, line_measures
+from bnrepro.schema import Optim, Schedule, Trainer
 from bnrepro.train import train
 from conftest import compose_cfg
 from test_golden_loop import COMMON, GOLDEN, IDENTITY, RUNS, _rows, _summary
@@ -121,12 +123,11 @@ def test_grad_norms_reads_the_gradient_the_training_step_left():
     still the gradient at the weights before it, so the probe needs no extra pass."""
     torch.manual_seed(1)
     model = nn.Sequential(nn.Flatten(), nn.Linear(6, 8), nn.Sigmoid(), nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 3))
-    optim_cfg = SimpleNamespace(name="sgd", lr=0.5, lr_mult=1.0, momentum=0.9, nesterov=False, weight_decay=0.01,
-                                get=lambda k, d=None: {"nesterov": False, "wd_exempt_norm_bias": False,
-                                                       "lr_mult": 1.0, "scale_lr_by_batch": False}.get(k, d))
+    optim_cfg = OmegaConf.create(Optim(lr=0.5, weight_decay=0.01).model_dump())  # the schema's defaults otherwise
     optimizer = build_optimizer(optim_cfg, model)
-    scheduler = build_schedule(SimpleNamespace(name="constant", get=lambda k, d=None: d), optimizer, 10)
-    speed = Speed(SimpleNamespace(trainer={}, model=SimpleNamespace(name="mlp")), torch.device("cpu"), (6,))
+    scheduler = build_schedule(OmegaConf.create(Schedule(name="constant").model_dump()), optimizer, 10)
+    speed = Speed(OmegaConf.create({"trainer": Trainer().model_dump(), "model": {"name": "mlp"}}), torch.device("cpu"),
+                  (6,))
     run = SimpleNamespace(speed=speed, train_model=model, model=model, smoothing=0.0, optimizer=optimizer,
                           scheduler=scheduler)
     probe = REGISTRY["grad_norms"](None, model)[0]

@@ -10,15 +10,10 @@ from torch import nn
 
 from bnrepro import CONFIGS, ConfigError
 from bnrepro.norm import Norm
+from bnrepro.schema import Model, NormOptions
 
-# model config keys that describe the norm rather than the architecture: declared once, in
-# configs/model/norm/default.yaml, which every configs/model/*.yaml includes; here mapped to bnrepro.norm.Norm's fields
-NORM_KEYS = {"norm": "kind", "norm_momentum": "momentum", "norm_eps": "eps", "norm_groups": "groups",
-             "ghost_batch": "ghost_batch", "brn_rmax": "brn_rmax", "brn_dmax": "brn_dmax",
-             "brn_hold": "brn_hold", "brn_rmax_at": "brn_rmax_at", "brn_dmax_at": "brn_dmax_at",
-             "brn_warmup": "brn_warmup", "noise_mean": "noise_mean", "noise_std": "noise_std"}
-# config keys that only name or annotate the model
-META_KEYS = ("_target_", "name", "norm_sync")
+# config keys that only name or annotate the model (the norm's keys, bnrepro.schema.NormOptions, go to Norm)
+META_KEYS = ("_target_", "name")
 
 MODELS = {
     "mlp": "bnrepro.models.mlp.MLP",
@@ -30,12 +25,12 @@ MODELS = {
 
 
 def model_config(name: str) -> dict:
-    """configs/model/<name>.yaml as a run's `model` composes it without overrides: the shared norm options
-    (configs/model/norm/default.yaml, its defaults entry) under the family's own values. For tools that build a
-    model without Hydra; tests/test_models.py checks it against Hydra's composition."""
+    """configs/model/<name>.yaml as a run's `model` composes it without overrides: the family's own values over
+    the defaults of every model key (bnrepro.schema.Model). For tools that build a model without Hydra;
+    tests/test_models.py checks it against Hydra's composition."""
     own = OmegaConf.load(CONFIGS / "model" / f"{name}.yaml")
     own.pop("defaults")
-    return OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(CONFIGS / "model" / "norm" / "default.yaml"), own))
+    return OmegaConf.to_container(OmegaConf.merge(Model.node(), own))
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:
@@ -57,9 +52,9 @@ def build_model(cfg: DictConfig | dict, in_shape: tuple[int, ...], num_classes: 
     name = kw.get("name")
     if name not in MODELS:
         raise ConfigError(f"unknown model '{name}': choose model=<one of {', '.join(MODELS)}>")
-    norm = Norm(**{field: kw.pop(key) for key, field in NORM_KEYS.items() if key in kw})
-    for key in META_KEYS:
-        kw.pop(key, None)
+    norm = Norm.of(kw)
+    # the model's own keys: a null one is a key its family does not have (bnrepro/schema.py)
+    kw = {k: v for k, v in kw.items() if k not in NormOptions.model_fields and k not in META_KEYS and v is not None}
     cls = get_class(MODELS[name])
     unknown = sorted(set(kw) - set(inspect.signature(cls).parameters))
     if unknown:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass
 
 import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from bnrepro import ConfigError
+from bnrepro.schema import NormOptions, validate
 from bnrepro.norm.batch import GlobalBatchNorm
 from bnrepro.norm.ghost import brn_schedule, check_brn_schedule
 # the registry's API, here so that importing it also imports (registers) every family
@@ -34,38 +34,44 @@ __all__ = ["NORMS", "REGISTRY", "NormSpec", "find", "norm_spec", "other_options"
            "Norm", "validate_batch", "convert_sync_bn"]
 
 
-@dataclass(frozen=True)
 class Norm:
     """Builds the normalization layer for `channels` channels. `dim` follows torch's BatchNorm1d/2d: 1 takes
     (N, C) features (MLP) and (N, C, L) sequences (1-D conv nets), 2 takes (N, C, H, W) feature maps.
 
-    `ghost_batch` is honored by ghost_bn and brn and ignored by the other norms, so one sweep can cross norms
-    with normalization batch sizes."""
+    `Norm(norm, **options)`: the norm's name (`model.norm`) and any of the model's norm options by their config
+    keys (bnrepro.schema.NormOptions declares them, with their defaults); a builder reads them as attributes
+    (`norm.norm_eps`, `norm.ghost_batch`). `ghost_batch` is honoured by ghost_bn and brn and ignored by the
+    other norms, so one sweep can cross norms with normalization batch sizes."""
 
-    kind: str = "bn"
-    momentum: float = 0.1
-    eps: float = 1e-5
-    groups: int = 32
-    ghost_batch: int = 0
-    brn_rmax: float = 3.0
-    brn_dmax: float = 5.0
-    brn_hold: int = 5000          # Batch Renorm paper: plain BN for the first 5k steps,
-    brn_rmax_at: int = 40000      # r_max reaches brn_rmax at 40k steps,
-    brn_dmax_at: int = 25000      # d_max reaches brn_dmax at 25k steps
-    brn_warmup: int | None = None  # set: the schedule above scaled so that it ends at this step (short runs)
-    noise_mean: float = 0.5
-    noise_std: float = 0.5
+    def __init__(self, norm: str = "bn", **options):
+        self.options = validate({"norm": norm, **options}, NormOptions, at=("model",))
+        norm_spec(norm)  # ConfigError for a name that is no norm
+        o = self.options
+        check_brn_schedule(o.brn_hold, o.brn_rmax_at, o.brn_dmax_at, o.brn_warmup)
 
-    def __post_init__(self):
-        norm_spec(self.kind)  # ConfigError for a name that is no norm
-        if self.groups < 1:
-            raise ConfigError(f"model.norm_groups={self.groups}: set it to a positive divisor of the channels")
-        if self.ghost_batch < 0:
-            raise ConfigError(f"model.ghost_batch={self.ghost_batch}: set it to 0 (whole batch) or a positive size")
-        if self.brn_rmax < 1 or self.brn_dmax < 0:
-            raise ConfigError(f"model.brn_rmax={self.brn_rmax}, model.brn_dmax={self.brn_dmax}: "
-                              f"set model.brn_rmax >= 1 and model.brn_dmax >= 0")
-        check_brn_schedule(self.brn_hold, self.brn_rmax_at, self.brn_dmax_at, self.brn_warmup)
+    @classmethod
+    def of(cls, model) -> "Norm":
+        """The norm of a model config (a mapping with the model.* keys): its norm keys, the others left out."""
+        return cls(**{key: model[key] for key in NormOptions.model_fields if key in model})
+
+    def __getattr__(self, key):  # a norm option by its config key (only reached for names not set on self)
+        options = self.__dict__.get("options")
+        if options is None or key not in NormOptions.model_fields:
+            raise AttributeError(key)
+        return getattr(options, key)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Norm) and self.options == other.options
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.options.model_dump().items(), key=str)))
+
+    def __repr__(self) -> str:
+        return f"Norm({self.kind!r})"
+
+    @property
+    def kind(self) -> str:
+        return self.options.norm
 
     @property
     def spec(self) -> NormSpec:
@@ -73,7 +79,8 @@ class Norm:
 
     def brn_schedule(self) -> tuple[int, int, int]:
         """Batch Renorm's (hold, r_max_at, d_max_at) in training steps (see `brn_schedule`)."""
-        return brn_schedule(self.brn_hold, self.brn_rmax_at, self.brn_dmax_at, self.brn_warmup)
+        o = self.options
+        return brn_schedule(o.brn_hold, o.brn_rmax_at, o.brn_dmax_at, o.brn_warmup)
 
     @property
     def weight_norm(self) -> bool:

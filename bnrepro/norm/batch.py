@@ -102,9 +102,9 @@ class GlobalBatchNorm(AnyDimBatchNorm):
 @register_norm("bn", options=("norm_momentum", "norm_eps", "norm_sync"), batch_stats=True, label="BN",
                color="#1f77b4", about="batch normalization")
 def bn(norm, channels: int, dim: int) -> nn.Module:
-    return (nn.BatchNorm1d if dim == 1 else nn.BatchNorm2d)(channels, eps=norm.eps, momentum=norm.momentum)
+    return (nn.BatchNorm1d if dim == 1 else nn.BatchNorm2d)(channels, eps=norm.norm_eps, momentum=norm.norm_momentum)
 
 
 @register_norm("frozen_bn", options=("norm_momentum", "norm_eps"))
 def frozen_bn(norm, channels: int, dim: int) -> nn.Module:
-    return FrozenBatchNorm(channels, eps=norm.eps, momentum=norm.momentum)
+    return FrozenBatchNorm(channels, eps=norm.norm_eps, momentum=norm.norm_momentum)

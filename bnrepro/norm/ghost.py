@@ -151,7 +151,7 @@ def check_brn_schedule(hold: int, r_max_at: int, d_max_at: int, warmup: int | No
 @register_norm("ghost_bn", options=("ghost_batch", "norm_momentum", "norm_eps"), batch_stats=True,
                label="BN (ghost)", color="#1f77b4", about="BN over ghost batches")
 def ghost_bn(norm, channels: int, dim: int) -> nn.Module:
-    return GhostBatchNorm(channels, norm.ghost_batch, eps=norm.eps, momentum=norm.momentum)
+    return GhostBatchNorm(channels, norm.ghost_batch, eps=norm.norm_eps, momentum=norm.norm_momentum)
 
 
 @register_norm("brn", options=("ghost_batch", "brn_rmax", "brn_dmax", "brn_hold", "brn_rmax_at", "brn_dmax_at",
@@ -159,5 +159,5 @@ def ghost_bn(norm, channels: int, dim: int) -> nn.Module:
                batch_stats=True, label="Batch Renorm", color="#d62728", about="Batch Renormalization")
 def brn(norm, channels: int, dim: int) -> nn.Module:
     schedule = brn_schedule(norm.brn_hold, norm.brn_rmax_at, norm.brn_dmax_at, norm.brn_warmup)
-    return BatchRenorm(channels, norm.ghost_batch, norm.brn_rmax, norm.brn_dmax, *schedule, eps=norm.eps,
-                       momentum=norm.momentum)
+    return BatchRenorm(channels, norm.ghost_batch, norm.brn_rmax, norm.brn_dmax, *schedule, eps=norm.norm_eps,
+                       momentum=norm.norm_momentum)

@@ -33,4 +33,4 @@ class NoisyBatchNorm(AnyDimBatchNorm):
                label="noisy BN", color="#ff7f0e",
                about="BN + random time-varying shift and scale (Santurkar et al.)")
 def noisy_bn(norm, channels: int, dim: int) -> nn.Module:
-    return NoisyBatchNorm(channels, norm.noise_mean, norm.noise_std, eps=norm.eps, momentum=norm.momentum)
+    return NoisyBatchNorm(channels, norm.noise_mean, norm.noise_std, eps=norm.norm_eps, momentum=norm.norm_momentum)

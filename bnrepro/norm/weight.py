@@ -71,12 +71,12 @@ def weight_normalize(model: nn.Module, name: str) -> nn.Module:
 
 @register_norm("mean_only_bn", options=("norm_momentum",), batch_stats=True)
 def mean_only_bn(norm, channels: int, dim: int) -> nn.Module:
-    return MeanOnlyBatchNorm(channels, momentum=norm.momentum)
+    return MeanOnlyBatchNorm(channels, momentum=norm.norm_momentum)
 
 
 @register_norm("wn_mean_only_bn", options=("norm_momentum",), batch_stats=True, finish=weight_normalize)
 def wn_mean_only_bn(norm, channels: int, dim: int) -> nn.Module:
-    return MeanOnlyBatchNorm(channels, momentum=norm.momentum)
+    return MeanOnlyBatchNorm(channels, momentum=norm.norm_momentum)
 
 
 @register_norm("wn", finish=weight_normalize)

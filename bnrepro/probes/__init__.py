@@ -95,7 +95,7 @@ def register(name: str):
 def build(cfg, model: nn.Module) -> list[LoopProbe]:
     """The probes `cfg.trainer.probes` names, in that order (their keys appear in a metrics row in that order)."""
     probes: list[LoopProbe] = []
-    for name in cfg.trainer.get("probes", ["percentiles"]):
+    for name in cfg.trainer.probes:
         probes += REGISTRY[name](cfg, model)
     return probes
 

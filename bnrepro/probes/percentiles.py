@@ -74,4 +74,4 @@ def fig1_probes(model: nn.Module, unit: int, compiled: bool) -> list[LoopProbe]:
 
 @register("percentiles")
 def percentile_probes(cfg, model: nn.Module) -> list[LoopProbe]:
-    return fig1_probes(model, cfg.trainer.probe_unit, compiled=bool(cfg.trainer.get("compile", False)))
+    return fig1_probes(model, cfg.trainer.probe_unit, compiled=cfg.trainer.compile)
