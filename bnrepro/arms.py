@@ -7,7 +7,9 @@ dashboards group by it (report/wandb_report.py): both call `arm_of`.
 
 A sweep over a config group (C1's `ladder`, C7's `norm_batch`) is named by the option the run used, found by
 matching the literal values of each option file against the run's config (the run's config does not record
-Hydra's choices).
+Hydra's choices). A group's folder is configs/<group>/ or, for a group of one claim,
+configs/claims/<experiment>/groups/<group>/ (hydra_plugins/bnrepro_claim_groups.py puts those on Hydra's
+search path).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from bnrepro import CONFIGS, flatten
+from hydra_plugins.bnrepro_claim_groups import group_dir
 
 SWEEP_ONLY = ("seed",)  # swept in every experiment but never part of an arm
 
@@ -47,10 +50,10 @@ def _read_sweeps(configs: Path) -> dict[str, dict[str, tuple[str, ...]]]:
     return sweeps
 
 
-def _read_options(configs: Path, group: str) -> dict[str, dict]:
-    """{option: its literal leaves} for a config group (interpolations and the defaults list left out)."""
+def _read_options(folder: Path) -> dict[str, dict]:
+    """{option: its literal leaves} for a config group's folder (interpolations and the defaults list left out)."""
     options = {}
-    for path in sorted((configs / group).glob("*.yaml")):
+    for path in sorted(folder.glob("*.yaml")):
         tree = yaml.safe_load(path.read_text()) or {}
         tree.pop("defaults", None)
         options[path.stem] = {k: v for k, v in flatten(tree).items() if not (isinstance(v, str) and "${" in v)}
@@ -67,8 +70,8 @@ def claim_order(experiment: str) -> tuple:
 # these (`python -m bnrepro.arms` prints them)
 EXPERIMENTS = sorted((p.stem for p in (CONFIGS / "experiment").glob("*.yaml")), key=claim_order)
 SWEEPS = _read_sweeps(CONFIGS)
-GROUPS = {key: _read_options(CONFIGS, key) for per_scale in SWEEPS.values() for keys in per_scale.values()
-          for key in keys if "." not in key and (CONFIGS / key).is_dir()}
+GROUPS = {key: _read_options(group_dir(CONFIGS, key)) for per_scale in SWEEPS.values() for keys in per_scale.values()
+          for key in keys if "." not in key and group_dir(CONFIGS, key)}
 
 
 def varied_keys(name: str | None, scale: str | None = None) -> tuple[str, ...]:

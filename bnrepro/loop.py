@@ -71,14 +71,14 @@ def _git(*args: str) -> str | None:
 @functools.lru_cache(maxsize=1)
 def code_version() -> dict:
     """The code a run is made from: `git_rev`, `git_dirty` (uncommitted changes to tracked files under
-    bnrepro/ or configs/, the ones that shape a run's numbers) and `code_hash` (of that diff, so two dirty runs
-    say whether they ran the same changes). None where there is no git checkout. Once per process: the code a
-    process runs is the code it imported."""
+    bnrepro/, configs/ or hydra_plugins/ (the config folders Hydra searches), the ones that shape a run's numbers)
+    and `code_hash` (of that diff, so two dirty runs say whether they ran the same changes). None where there is
+    no git checkout. Once per process: the code a process runs is the code it imported."""
     rev = (_git("rev-parse", "--short", "HEAD") or "").strip()
     if not rev:
         return {"git_rev": "unknown", "git_dirty": None, "code_hash": None}
     top = (_git("rev-parse", "--show-toplevel") or "").strip()
-    diff = _git("-C", top, "diff", "HEAD", "--", "bnrepro", "configs") if top else None
+    diff = _git("-C", top, "diff", "HEAD", "--", "bnrepro", "configs", "hydra_plugins") if top else None
     if diff is None:
         return {"git_rev": rev, "git_dirty": None, "code_hash": None}
     return {"git_rev": rev, "git_dirty": bool(diff),

@@ -59,6 +59,7 @@ def test_a_claim_is_one_module_and_one_config_file(tmp_path):
     copy = tmp_path / "repo"
     shutil.copytree(ROOT / "bnrepro", copy / "bnrepro", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "configs", copy / "configs")
+    shutil.copytree(ROOT / "hydra_plugins", copy / "hydra_plugins", ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "bnrepro" / "claims" / "c99_toy.py").write_text(TOY_CLAIM)
     (copy / "configs" / "experiment" / "c99_toy.yaml").write_text(TOY_EXPERIMENT)
     env = {**os.environ, "PYTHONPATH": str(copy), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}

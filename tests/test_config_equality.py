@@ -28,6 +28,7 @@ from omegaconf import OmegaConf, open_dict
 
 from bnrepro.identity import config_hash  # (importing bnrepro registers the resolvers the configs use)
 from conftest import CONFIGS, ROOT
+from hydra_plugins.bnrepro_claim_groups import group_dir
 
 GOLDEN = ROOT / "tests" / "data" / "composed_configs.json"
 SCALES = ("cpu", "cifar", "imagenet")
@@ -60,7 +61,7 @@ def composed() -> dict[str, str]:
                 for n, values in enumerate(itertools.product(*(str(params[k]).split(",") for k in keys))):
                     job = base + [f"{k}={v}" for k, v in zip(keys, values)]
                     parsed = parser.parse_overrides(job[2:])
-                    groups = [o for o in parsed if (CONFIGS / o.key_or_group).is_dir()]
+                    groups = [o for o in parsed if group_dir(CONFIGS, o.key_or_group)]
                     choice = tuple(o.input_line for o in groups)
                     swept.update(choice)
                     if choice not in by_choice:
@@ -77,7 +78,7 @@ def composed() -> dict[str, str]:
             models = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
             extras = [[f"scale={scale}", f"model={m}"] for m in models]
             extras += [["experiment=c7_small_batch", f"scale={scale}", f"norm_batch={arm}"]  # the arms no sweep runs
-                       for arm in sorted(p.stem for p in (CONFIGS / "norm_batch").glob("*.yaml"))
+                       for arm in sorted(p.stem for p in group_dir(CONFIGS, "norm_batch").glob("*.yaml"))
                        if f"norm_batch={arm}" not in swept]
             for over in extras:
                 out[" ".join(over)] = digest(OmegaConf.to_container(compose("train", overrides=over), resolve=True))

@@ -16,6 +16,7 @@ import bnrepro.train  # noqa: F401  (registers the config resolvers)
 from bnrepro.models import META_KEYS, MODELS
 from bnrepro.schema import NormOptions
 from bnrepro.norm import NORMS
+from hydra_plugins.bnrepro_claim_groups import group_dir, group_roots
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
@@ -99,6 +100,22 @@ def test_ladder_applies_the_421_changes():
     assert x30.optim.weight_decay == pytest.approx(base.optim.weight_decay / 5)
     assert x30.schedule.decay_speedup == 6 * base.schedule.decay_speedup
     assert compose_cfg(["experiment=c1_speed", "ladder=bn_x5_sigmoid"]).model.act == "sigmoid"
+
+
+def test_a_claims_own_groups_are_top_level_groups_in_its_folder():
+    """configs/claims/<experiment>/groups/<group>/ is the top-level group <group> (the override key, part of each
+    sweep job's run dir), on the search path from the command line too; each group name has one folder."""
+    roots = group_roots(CONFIGS)
+    owned = {p.name: p for root in roots[1:] for p in root.iterdir() if p.is_dir()}
+    assert {"ladder", "norm_batch", "c8", "c12_arm", "c12_net", "c15_net"} <= set(owned)
+    assert all(folder.parent.parent.name in EXPERIMENTS for folder in owned.values())
+    names = [p.name for root in roots for p in root.iterdir() if p.is_dir()]
+    assert sorted(names) == sorted(set(names)), "a group name in two folders: Hydra would merge their options"
+    assert group_dir(CONFIGS, "ladder") == CONFIGS / "claims" / "c1_speed" / "groups" / "ladder"
+    assert group_dir(CONFIGS, "model") == CONFIGS / "model" and group_dir(CONFIGS, "nonesuch") is None
+    shown = subprocess.run([sys.executable, "-m", "bnrepro.train", "experiment=c1_speed", "ladder=bn_x30", "--info",
+                            "searchpath"], cwd=CONFIGS.parent, capture_output=True, text=True, check=True).stdout
+    assert all(f"file://{root} " in shown for root in roots[1:])
 
 
 @pytest.mark.parametrize("scale", ("cifar", "imagenet"))

@@ -15,6 +15,7 @@ from bnrepro.schema import NormOptions
 from bnrepro.norm import Norm
 from bnrepro.optim import build_optimizer, build_schedule, effective_lr
 from conftest import CONFIGS
+from hydra_plugins.bnrepro_claim_groups import group_dir
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 GPU_SCALES = ("cifar", "imagenet")
@@ -108,7 +109,7 @@ def test_imagenet_c7_has_the_gn_papers_8_worker_protocol(norm, n):
 
 
 def test_imagenet_c7_has_in_ln_and_brn_arms():
-    gpu8 = {p.stem for p in (CONFIGS / "norm_batch").glob("gpu8_*.yaml")}
+    gpu8 = {p.stem for p in group_dir(CONFIGS, "norm_batch").glob("gpu8_*.yaml")}
     assert {"gpu8_in_32", "gpu8_ln_32", "gpu8_brn_4"} <= gpu8
     for arm, norm in (("in", "in"), ("gpu8_in_32", "in"), ("gpu8_brn_4", "brn")):
         cfg = compose("experiment=c7_small_batch", "scale=imagenet", f"norm_batch={arm}")
