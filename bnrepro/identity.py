@@ -27,8 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from bnrepro import ConfigError, atomic, flatten
 from bnrepro.norm import other_options
-from bnrepro.rundir import (ASIDE, CHECKPOINTS, HYDRA, IDENTITY, LOCK, OWN, RUN_FILES, holds_results,
-                            is_run_file)
+from bnrepro.rundir import (ASIDE, CHECKPOINTS, FINISHED, HYDRA, IDENTITY, LOCK, OWN, RUN_FILES, Damaged,
+                            holds_results, is_run_file, read_summary)
 
 # Keys that do not change a run's numbers: where it logs, where files live, how fast it goes, how it shows.
 IGNORED = ("logger", "trainer.device", "trainer.progress", "trainer.progress_every_s", "trainer.ckpt_every",
@@ -133,10 +133,18 @@ def claim_dir(cfg: DictConfig, run_dir: Path, overwrite: bool = False, code: dic
     else:
         restore_hydra(run_dir)
         started = old.get("code")
-        if code and started and code_key(started) != code_key(code):
+        if code and started and code_key(started) != code_key(code) and not finished(run_dir):
             print(f"warning: {run_dir} was started from code {describe(started)} and resumes from "
                   f"{describe(code)}: its numbers come from two versions of the code", file=sys.stderr)
     return h
+
+
+def finished(run_dir: Path) -> bool:
+    """The run dir holds a finished run (which is skipped, not resumed: no other code touches its numbers)."""
+    try:
+        return (read_summary(run_dir) or {}).get("status") in FINISHED
+    except (Damaged, OSError):
+        return False
 
 
 def code_key(code: dict) -> tuple:

@@ -235,6 +235,15 @@ def test_a_resume_from_other_code_warns(tmp_path, capsys):
     assert "started from code abc1234 and resumes from abc1234 with uncommitted changes 9f9f" in err
 
 
+def test_a_finished_run_met_by_other_code_is_skipped_without_the_resume_warning(tmp_path, capsys):
+    """A sweep relaunched after a commit skips its finished runs: they resume nothing, so no warning that their
+    numbers come from two versions of the code (one line per run had buried the sweep's real messages)."""
+    train(compose_cfg(*TINY), run_dir=tmp_path)
+    capsys.readouterr()
+    claim_dir(compose_cfg(*TINY), tmp_path, code={"git_rev": "0ther00", "git_dirty": False, "code_hash": None})
+    assert "two versions of the code" not in capsys.readouterr().err
+
+
 def test_summary_records_the_code_version(tmp_path):
     from bnrepro.loop import code_version
 
