@@ -89,11 +89,14 @@ def hydra_error(e: Exception) -> ConfigError:
 
 
 def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
+    # a glob sweep (norm_batch=glob(gpu8_*)) lists the group's options: it needs the loader of the config dir
+    loader = GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
     except OverrideParseException as e:
         raise ConfigError(f"malformed override: {one_line(e)}") from None
     if not multirun:

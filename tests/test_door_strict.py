@@ -98,3 +98,16 @@ def test_trainer_wait_for_lock_is_a_bool():
     assert validate(compose_cfg()).trainer.wait_for_lock is False
     assert validate(compose_cfg("++trainer.wait_for_lock=true")).trainer.wait_for_lock is True
     assert refused("++trainer.wait_for_lock=yes").startswith("trainer.wait_for_lock='yes': input should be a valid")
+
+
+def test_a_glob_sweep_over_a_claims_group_is_expanded_and_each_job_checked(tmp_path):
+    """README's `norm_batch=glob(gpu8_*)`: the door expands a glob over a group's options (which needs Hydra's
+    config loader: it raised 'ConfigLoader is not set' before) and checks every job it gives."""
+    from bnrepro import door
+
+    sweep = ["-m", "experiment=c7_small_batch", "scale=cpu", "norm_batch=glob(real_bn_*)",
+             f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    door.check(sweep)
+    with pytest.raises(ConfigError, match=r"^model\.norm_eps=-1\.0: input should be greater than 0"):
+        door.check([*sweep, "model.norm_eps=-1.0"])
+    assert not (tmp_path / "sweep").exists()
