@@ -30,7 +30,7 @@ def checked(cfg: DictConfig | dict) -> DictConfig:
     (bnrepro/schema.py), or ConfigError with one line for the first bad value. Beside the schema, what needs the
     registries: the norm (a registered name or dotted path, its options consistent: building the Norm checks
     both), the model.ghost_batch only ghost norms read (a divisor of the batch), the two examples per batch a
-    batch-statistics norm needs, the probes."""
+    batch-statistics norm needs, the probes; and a claim's own keys (claim_params) by the claim's schema."""
     settings = validate(cfg)  # given unresolved: its message can name the ${...} that gave a bad value
     m, t = settings.model, settings.trainer
     spec = Norm.of(m.model_dump()).spec  # ConfigError for a norm that is not one, or its inconsistent options
@@ -46,11 +46,26 @@ def checked(cfg: DictConfig | dict) -> DictConfig:
     if g and b % g:
         raise ConfigError(f"model.ghost_batch={g} does not divide trainer.batch_size={b}: pick a ghost size that "
                           "divides the batch")
+    dump = settings.model_dump()
+    if settings.claim_params:
+        dump["claim_params"] = claim_params(settings.claim, settings.claim_params)
     unknown_probes = [name for name in t.probes if name not in PROBES]
     if unknown_probes:
         raise ConfigError(f"trainer.probes={t.probes}: unknown {', '.join(unknown_probes)}; choose from "
                           f"{', '.join(sorted(PROBES))}")
-    return OmegaConf.create(settings.model_dump())
+    return OmegaConf.create(dump)
+
+
+def claim_params(claim: str | None, params: dict) -> dict:
+    """The claim's own keys, checked by its module's Params (bnrepro/claims/), with its defaults."""
+    from bnrepro.claims import PARAMS  # the claims' modules, with the report's plotting: only for a claim's runs
+
+    schema = PARAMS.get(claim)
+    if schema is None:
+        owners = ", ".join(PARAMS)
+        raise ConfigError(f"claim_params={params} but claim={claim} has no claim_params (the claims that have: "
+                          f"{owners}): remove them, or set the claim they belong to")
+    return validate(params, schema, at=("claim_params",)).model_dump()
 
 
 def one_line(text: str) -> str:

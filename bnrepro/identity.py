@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from bnrepro import ConfigError, atomic, flatten
 from bnrepro.norm import other_options
 from bnrepro.rundir import (ASIDE, CHECKPOINTS, FINISHED, HYDRA, IDENTITY, LOCK, OWN, RUN_FILES, Damaged,
-                            holds_results, is_run_file, read_summary)
+                            holds_results, is_run_file, read_summary, upgrade)
 
 # Keys that do not change a run's numbers: where it logs, where files live, how fast it goes, how it shows.
 IGNORED = ("logger", "trainer.device", "trainer.progress", "trainer.progress_every_s", "trainer.ckpt_every",
@@ -41,9 +41,10 @@ def identity_config(cfg: DictConfig | dict) -> dict:
     """The flattened resolved config that the hash covers: all but IGNORED, the options of norms other than the
     run's (bnrepro.norm.other_options), and null keys, so that a new norm, norm option or key leaves every existing
     hash as it is: a key declared in bnrepro/schema.py with the default null ("this option has no such key", e.g.
-    model.depth of the MLP) is hashed as the absent key it replaces. A hash recorded before a key left the
-    identity is still matched, by its recorded config (same_config)."""
-    tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    model.depth of the MLP) is hashed as the absent key it replaces. A config of an older layout is hashed as
+    today's (rundir.upgrade). A hash recorded before a key left the identity or moved is still matched, by its
+    recorded config (same_config)."""
+    tree = upgrade(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg)
     model = tree.get("model")
     unread = {f"model.{key}" for key in other_options(model.get("norm"))} if isinstance(model, dict) else set()
     flat = flatten(tree)

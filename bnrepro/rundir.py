@@ -50,6 +50,24 @@ UNREADABLE = "unreadable"  # the report's, for a run dir with a damaged file (ne
 FINISHED = (COMPLETED, DIVERGED)  # the statuses whose metrics the statistics read
 
 
+# The one migration of run dirs (issue 20): the keys one claim reads moved from the top level of the config into
+# `claim_params` (checked by the claim's own PARAMS, bnrepro/claims/). A config recorded before, in .hydra/ or
+# identity.json, is read as if written today (`upgrade`): by the report, and by the run identity, so a relaunched
+# sweep finds its old runs finished. Nothing in a run dir is rewritten.
+CLAIM_PARAMS = "claim_params"
+MOVED_TO_CLAIM_PARAMS = ("variant", "ladder_weight_decay", "c3_fair_init", "c7_protocol", "c7_real", "c8_setting",
+                         "c10_budget", "c12_train_steps", "c14_weight_decays", "c15_model")
+
+
+def upgrade(config: dict) -> dict:
+    """A nested config as today's layout has it: the claim keys of an older run moved into claim_params."""
+    moved = {k: config[k] for k in MOVED_TO_CLAIM_PARAMS if k in config}
+    if not moved:
+        return config
+    rest = {k: v for k, v in config.items() if k not in moved}
+    return {**rest, CLAIM_PARAMS: {**moved, **(config.get(CLAIM_PARAMS) or {})}}
+
+
 def is_run_file(name: str) -> bool:
     return name in RUN_FILES or name.endswith(".log") or name.startswith(TEMP_PREFIXES)
 
@@ -195,8 +213,9 @@ def read_metrics(run_dir: Path, strict: bool = False) -> list[dict]:
 
 
 def read_config(run_dir: Path) -> dict:
-    """Hydra's record of the run's config, flattened ({} when there is none); interpolations are resolved where
-    they can be outside Hydra, else kept as text. Damaged when the file cannot be read."""
+    """Hydra's record of the run's config in today's layout (`upgrade`), flattened ({} when there is none);
+    interpolations are resolved where they can be outside Hydra, else kept as text. Damaged when the file cannot
+    be read."""
     path = Path(run_dir) / CONFIG
     if not path.exists():
         return {}
@@ -210,7 +229,7 @@ def read_config(run_dir: Path) -> dict:
         raise Damaged(f"{CONFIG}: {why(e)}") from None
     if not isinstance(config, dict) or not config:  # a torn write can leave it empty
         raise Damaged(f"{CONFIG}: " + ("empty" if not config else "not a mapping"))
-    return flatten(config)
+    return flatten(upgrade(config))
 
 
 def read_overrides(run_dir: Path) -> list[str]:

@@ -221,19 +221,10 @@ class TrainConfig(Group):
     scale_name: str = "cpu"                      # set by configs/scale/<scale>.yaml
     seeds: Optional[str] = None                  # the scale's seed axis for sweeps ("0,1,2,3,4")
     claims: dict[str, Any] = {}                  # the scale's role choices (configs/claims/net, ...: group choices)
-    # one claim's values, set by configs/experiment/<e>.yaml or configs/claims/<e>/<scale>.yaml
-    variant: Optional[str] = None                # C1's ladder rung
-    c8_setting: Optional[str] = None             # C8's setting label
-    c7_protocol: Optional[str] = None            # C7 arm's protocol: gpu8 (the GN paper's), real (cpu) or ghost
-    c7_real: Optional[dict[str, float]] = None   # C7 real-batch protocol: examples per run, LR per 256 examples
     base_lr: Optional[float] = Field(None, gt=0)  # the scale's no-BN base rate that C2/C10 multiply
-    c14_weight_decays: Optional[str] = None      # C14: the weight decays its sweep compares ("0,0.005")
     steps_by_data: Optional[dict[str, int]] = None  # cpu: a claim's step budget per embedded dataset (data.name)
-    c10_budget: Optional[dict[str, int]] = None  # C10: steps at x1 and the cap of the 1/LR-scaled budget
-    c3_fair_init: Optional[dict[str, dict[str, str]]] = None  # C3: each (act, norm) arm's init
-    c12_train_steps: Optional[int] = Field(None, ge=1)  # C12: the 100-layer MLP's training steps after the probe
-    c15_model: Optional[dict[str, Any]] = None   # C15: each family's size at the scale (depth, width, arch, width_mult)
-    ladder_weight_decay: Optional[dict[str, float]] = None  # C1: weight decay per ladder rung
+    claim_params: dict[str, Any] = {}            # the claim's own keys (C1's ladder rung, C7's protocol, ...), set by
+                                                 # its configs, checked by its module's PARAMS (bnrepro/claims/)
     data: Data
     model: Model
     optim: Optim
@@ -290,11 +281,12 @@ def _raw(raw, loc: tuple):
     return raw
 
 
-def error_message(err: dict, raw: dict | None = None) -> str:
+def error_message(err: dict, raw: dict | None = None, schema: type[BaseModel] | None = None, at: tuple = ()) -> str:
+    """One line for a validation error of `schema` (TrainConfig if None) checked at key prefix `at`."""
     loc = _key(err["loc"])
     key = ".".join(str(p) for p in loc)
     if err["type"] == "extra_forbidden":
-        valid = _fields(TrainConfig, loc[:-1])
+        valid = _fields(schema or TrainConfig, loc[len(at):-1])
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
         hint = f"did you mean {'.'.join([*map(str, loc[:-1]), close[0]])}? " if close else ""
         where = ".".join(map(str, loc[:-1])) or "the top level"
@@ -351,4 +343,4 @@ def validate(cfg: DictConfig | dict, schema: type[Group] = TrainConfig, at: tupl
         return schema.model_validate(tree)
     except ValidationError as e:
         errors = [{**err, "loc": (*at, *err["loc"])} for err in e.errors()]
-        raise ConfigError(error_message(_first(errors), raw and {at[0]: raw} if at else raw)) from None
+        raise ConfigError(error_message(_first(errors), raw and {at[0]: raw} if at else raw, schema, at)) from None

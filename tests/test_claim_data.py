@@ -69,7 +69,7 @@ def test_cpu_sweep_runs_on_the_chosen_dataset(experiment):
         assert compose_cfg(base + job).data.name == CHOSEN[experiment], job
     if cfg.steps_by_data:  # the budget follows the dataset
         budget = cfg.steps_by_data[CHOSEN[experiment]]
-        assert (cfg.c10_budget.steps if experiment == "c10_small_lr" else cfg.trainer.max_steps) == budget
+        assert (cfg.claim_params.c10_budget.steps if experiment == "c10_small_lr" else cfg.trainer.max_steps) == budget
 
 
 @pytest.mark.parametrize("scale", sorted(GPU_DATA))

@@ -52,7 +52,8 @@ def test_no_inf_nan_or_beyond_float32_number_anywhere():
     assert refused("optim.lr=nan") == "optim.lr=nan: set a finite number (inf and nan are refused everywhere)"
     assert refused("model.norm_eps=-inf").startswith("model.norm_eps=-inf: set a finite number")
     assert refused("targets=[0.5,inf]").startswith("targets[1]=inf: set a finite number")
-    assert refused("++c15_model.width_mult=nan").startswith("c15_model.width_mult=nan")  # a free-form field too
+    assert refused("++claim_params.c15_model.width_mult=nan").startswith(  # a free-form field too
+        "claim_params.c15_model.width_mult=nan")
     validate(compose_cfg(f"optim.lr={FLOAT32_MAX!r}"))  # the largest float32 is a float32
     assert refused("optim.lr=3.5e38").startswith(
         "optim.lr=3.5e+38 does not fit float32 (|x| <= 3.4028234663852886e+38), the precision the model trains in")

@@ -146,7 +146,7 @@ def test_c7_at_cpu_is_the_gn_papers_protocol_on_the_mlp():
     for arm in arms:
         job = compose_cfg(["experiment=c7_small_batch", "scale=cpu", f"norm_batch={arm}"])
         b = job.trainer.batch_size
-        assert (job.model.name, job.data.name, job.model.ghost_batch, job.c7_protocol) == ("mlp", "digits", 0, "real")
+        assert (job.model.name, job.data.name, job.model.ghost_batch, job.claim_params.c7_protocol) == ("mlp", "digits", 0, "real")
         assert job.model.norm == arm.split("_")[1] and b == int(arm.split("_")[2])
         assert effective_lr(job.optim, b) == pytest.approx(0.1 * b / 32)
         assert job.trainer.max_steps * b == 9600 and job.trainer.max_steps == 6 * job.trainer.eval_every
@@ -171,7 +171,7 @@ def test_c8_has_a_standard_and_an_ema_stress_setting():
     axes = sweep_axes(compose_cfg(["experiment=c8_popstats"]))
     assert axes["c8"] == ["standard", "ema_stress"]
     settings = {s: compose_cfg(["experiment=c8_popstats", f"c8={s}"]) for s in axes["c8"]}
-    assert {s: cfg.c8_setting for s, cfg in settings.items()} == {"standard": "standard", "ema_stress": "ema_stress"}
+    assert {s: cfg.claim_params.c8_setting for s, cfg in settings.items()} == {"standard": "standard", "ema_stress": "ema_stress"}
     stress, standard = settings["ema_stress"], settings["standard"]
     assert stress.optim.lr_mult > standard.optim.lr_mult and stress.model.norm_momentum < standard.model.norm_momentum
     assert list(stress.trainer.final_eval) == ["ema", "precise", "precise_alg2", "batch"]
@@ -182,7 +182,7 @@ def test_c10_shares_one_lr_grid_and_scales_the_budget_with_one_over_lr():
     grid = sweep_axes(cfg)["optim.lr_mult"]
     assert sweep_axes(cfg)["model.norm"] == ["bn", "none"] and grid[0] == "0.01" and grid[-1] == "30"
     steps = {m: compose_cfg(["experiment=c10_small_lr", f"optim.lr_mult={m}"]).trainer.max_steps for m in grid}
-    base, cap = cfg.c10_budget.steps, cfg.c10_budget.cap
+    base, cap = cfg.claim_params.c10_budget.steps, cfg.claim_params.c10_budget.cap
     assert steps["1"] == steps["30"] == base and steps["0.3"] == min(cap, round(base / 0.3))
     assert steps["0.01"] == cap < base / 0.01  # capped: the report must check that it converged
 

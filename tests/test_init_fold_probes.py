@@ -246,7 +246,7 @@ def test_c12_and_c15_points_compose_to_the_models_they_name():
         family, depth = net.rsplit("_", 1)
         assert (cfg.model.name, cfg.model.depth, cfg.model.act) == (family, int(depth), "relu")
         assert (cfg.model.norm, cfg.model.residual) == arms[arm] and list(cfg.trainer.probes) == ["init_gradients"]
-        assert cfg.trainer.max_steps == (cfg.c12_train_steps if net == "mlp_100" else 1)
+        assert cfg.trainer.max_steps == (cfg.claim_params.c12_train_steps if net == "mlp_100" else 1)
     for net in sweep_axes(compose(["experiment=c15_folding", "scale=cpu"]))["c15_net"]:
         cfg = compose(["experiment=c15_folding", "scale=cpu", f"c15_net={net}"])
         check_model(cfg)

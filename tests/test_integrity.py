@@ -128,7 +128,7 @@ def test_schema_accepts_every_experiment_and_the_keys_of_the_other_branches():
     for exp in [None, *sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))]:
         validate(compose_cfg(*([f"experiment={exp}"] if exp else [])))
     validate(compose_cfg("++data.val_split=0.1", "++data.split_seed=3", "++trainer.eval_at=[1,2,4]",
-                         "++trainer.score_last_k=3", "++model.init=xavier", "++c8_setting=ema_stress",
+                         "++trainer.score_last_k=3", "++model.init=xavier", "++claim=C8", "++claim_params.c8_setting=ema_stress",
                          "trainer.final_eval=[ema,precise,precise_alg2,batch]"))
     with pytest.raises(ConfigError, match="trainer.score_last_k=0"):
         validate(compose_cfg("++trainer.score_last_k=0"))

@@ -102,7 +102,7 @@ def test_c7_starts_each_residual_branch_at_gamma_zero(scale):
 @pytest.mark.parametrize("norm", ["bn", "gn"])
 def test_imagenet_c7_has_the_gn_papers_8_worker_protocol(norm, n):
     cfg = compose("experiment=c7_small_batch", "scale=imagenet", f"norm_batch=gpu8_{norm}_{n}")
-    assert cfg.c7_protocol == "gpu8" and cfg.model.ghost_batch == n and cfg.trainer.batch_size == 8 * n
+    assert cfg.claim_params.c7_protocol == "gpu8" and cfg.model.ghost_batch == n and cfg.trainer.batch_size == 8 * n
     assert effective_lr(cfg.optim, cfg.trainer.batch_size) == pytest.approx(0.1 * 8 * n / 256)
     assert cfg.trainer.max_steps * 8 * n == pytest.approx(100 * IMAGENET_TRAIN, rel=1e-5)  # 100 epochs
     assert cfg.model.norm == {"bn": "ghost_bn", "gn": "gn"}[norm] and model_keys_accepted(cfg)

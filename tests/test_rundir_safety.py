@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from bnrepro import ConfigError
-from bnrepro.identity import RunLock, RunLocked, claim_dir, config_hash, identity_config
-from bnrepro.rundir import LOCK, OWN
+from bnrepro.identity import RunLock, RunLocked, claim_dir, config_hash, identity_config, same_config
+from bnrepro.rundir import LOCK, OWN, read_config, upgrade, write_run
 from bnrepro.train import train
 from conftest import ROOT, compose_cfg
 from test_integrity import rows, run_cli
@@ -319,3 +320,20 @@ def test_an_unreachable_wandb_server_logs_offline_without_counting_the_wait(tmp_
     assert modes == ["online", "offline"] and summary["status"] == "completed"
     assert list((tmp_path / "wandb").glob("offline-run-*"))
     assert summary["wall_s"] < elapsed - 0.9  # the second of waiting is not the run's
+
+
+def test_a_run_recorded_before_claim_params_is_the_same_run_and_reads_as_today(tmp_path):
+    """Issue 20's one migration, recompute on read: runs/cpu's configs have C7's keys at the top level, today's
+    under claim_params. Such a run is the same run as today's config (a relaunched sweep skips it) and the report
+    reads its config in today's layout; nothing in the run dir is rewritten."""
+    cfg = compose_cfg("experiment=c7_small_batch", "scale=cpu", "norm_batch=real_bn_4", *TINY)
+    today = OmegaConf.to_container(cfg, resolve=True)
+    old = {**{k: v for k, v in today.items() if k != "claim_params"}, **today["claim_params"]}
+    assert old["c7_protocol"] == "real" and old["c7_real"]["examples"] > 0 and "claim_params" not in old
+    assert upgrade(old) == today
+    assert identity_config(old) == identity_config(cfg)
+    assert same_config({"config_hash": "a hash of the old layout", "config": old}, cfg)
+    run = write_run(tmp_path / "old", old, [], {"status": "completed"})
+    config = read_config(run)
+    assert config["claim_params.c7_protocol"] == "real" and "c7_protocol" not in config
+    assert "claim_params" not in (run / ".hydra" / "config.yaml").read_text()  # the file is left as it was

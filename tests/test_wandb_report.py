@@ -39,13 +39,13 @@ def test_arm_of_flat_report_configs():
     assert arm_of({"name": "c7_small_batch", "model.norm": "ghost_bn", "model.ghost_batch": 4}) == "norm_batch=bn_4"
     assert arm_of({"name": "c7_small_batch", "model.norm": "gn", "model.ghost_batch": 0}) == "norm_batch=gn"
     # C7's real-batch arms (cpu scale) hold gn's two values too: the most specific option names them
-    assert arm_of({"name": "c7_small_batch", "scale_name": "cpu", "c7_protocol": "real", "model.norm": "gn",
+    assert arm_of({"name": "c7_small_batch", "scale_name": "cpu", "claim_params.c7_protocol": "real", "model.norm": "gn",
                    "model.ghost_batch": 0, "optim.scale_lr_by_batch": True, "trainer.batch_size": 32}) \
         == "norm_batch=real_gn_32"
-    assert arm_of({"name": "c7_small_batch", "scale_name": "cpu", "c7_protocol": "real", "model.norm": "bn",
+    assert arm_of({"name": "c7_small_batch", "scale_name": "cpu", "claim_params.c7_protocol": "real", "model.norm": "bn",
                    "model.ghost_batch": 0, "optim.scale_lr_by_batch": True, "trainer.batch_size": 2}) \
         == "norm_batch=real_bn_2"
-    assert arm_of({"name": "c1_speed", "variant": "BN-x30", "model.norm": "bn"}) == "ladder=bn_x30"
+    assert arm_of({"name": "c1_speed", "claim_params.variant": "BN-x30", "model.norm": "bn"}) == "ladder=bn_x30"
     assert arm_of({"name": "c7_small_batch", "model.norm": "weird"}) == "norm_batch=other"
     assert arm_of({"name": "default", "model.norm": "bn"}) == "" and arm_of({}) == ""
 
@@ -199,7 +199,7 @@ def test_c7_panels_follow_the_protocol_of_its_runs():
     """The scatter's x is the examples per normalization batch: the real batch in the GN paper's protocol (the cpu
     scale's real_* arms), the ghost batch in the ghost protocol; both show the mode gap from end_probes."""
     real = FakeResult("C7", "small batches", "c7_small_batch", runs=fake_runs(
-        "c7_small_batch", [{"c7_protocol": "real", "model.norm": n, "trainer.batch_size": b}
+        "c7_small_batch", [{"claim_params.c7_protocol": "real", "model.norm": n, "trainer.batch_size": b}
                            for n in ("bn", "gn") for b in (2, 32)]))
     ghost = FakeResult("C7", "small batches", "c7_small_batch",
                        runs=fake_runs("c7_small_batch", [{"model.norm": "ghost_bn", "model.ghost_batch": 2}]))

@@ -2,7 +2,8 @@
 claim: the paper's numbers, the Rule (thresholds fixed before any run), the judge, the figure, and `CLAIM` (a
 bnrepro.report.judging.Claim), `FIGURE` (Result -> matplotlib Figure) and `PANELS` (the W&B Report's, a list or
 a function of the Result: bnrepro/report/panels.py); optionally `TEST_MARKS`, the paper's value of a tested
-quantity drawn on the figure's tests panel. They are built from the report's public machinery
+quantity drawn on the figure's tests panel, and `Params`, the schema (a bnrepro.schema.Group) of the claim's own
+config keys, `claim_params:` in its config files, which the door checks. They are built from the report's public machinery
 (judging.py, rules.py, stats.py, plots.py, style.py).
 
 The modules are found, not listed: every module of this package is a claim, in claim order (fig1, then C1..C15),
@@ -23,6 +24,7 @@ CLAIMS: tuple[Claim, ...] = tuple(m.CLAIM for m in MODULES)
 FIGURES = {m.CLAIM.id: m.FIGURE for m in MODULES}
 TEST_MARKS = {m.CLAIM.id: m.TEST_MARKS for m in MODULES if hasattr(m, "TEST_MARKS")}
 PANELS = {m.CLAIM.id: m.PANELS for m in MODULES if hasattr(m, "PANELS")}  # the W&B Report's (wandb_report.py)
+PARAMS = {m.CLAIM.id: m.Params for m in MODULES if hasattr(m, "Params")}  # the schema of each claim's claim_params
 
 
 def evaluate_all(runs: list[Run]) -> list[Result]:

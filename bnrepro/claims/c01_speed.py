@@ -1,6 +1,8 @@
 """C1: BN trains in far fewer steps."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from bnrepro.report import plots as P, stats, style
@@ -10,6 +12,7 @@ from bnrepro.report.panels import SCORE, TEST_ACC, line
 from bnrepro.report.rules import CORE, Rule, SUPPORT, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.style import color, dot, legend, paper, zoom
+from bnrepro.schema import Group
 
 PAPER_C1 = {"steps": {"Inception": 31.0e6, "BN-Baseline": 13.3e6, "BN-x5": 2.1e6, "BN-x30": 2.7e6},
             "max_acc": {"Inception": 72.2, "BN-Baseline": 72.7, "BN-x5": 73.0, "BN-x30": 74.8, "BN-x5-Sigmoid": 69.8},
@@ -34,7 +37,7 @@ RULE_C1 = Rule((
 
 
 def judge_c1(runs: list[Run]) -> Judged:
-    arms = {v: rs for v in LADDER if (rs := [r for r in runs if r.get("variant") == v])}
+    arms = {v: rs for v in LADDER if (rs := [r for r in runs if r.get("claim_params.variant") == v])}
     for v in ("Inception", "BN-Baseline", "BN-x5"):
         need(arms, v, f"variant={v}")
     target, steps = ladder_steps(arms, "Inception")
@@ -121,12 +124,19 @@ def c1(result: Result):
     return fig
 
 
+class Params(Group):
+    """The claim's own config keys (claim_params: in its config files), checked at the door."""
+    variant: Optional[str] = None                # the ladder rung (configs/claims/c1_speed/groups/ladder/)
+    ladder_weight_decay: Optional[dict[str, float]] = None  # per scale: the weight decay of the full and reduced rungs
+
+
+
 CLAIM = Claim(
     "C1", "BN trains in far fewer steps", ("c1_speed",), PAPER_C1,
     prose(f"""ImageNet steps to {PAPER_C1['target']}% (Inception's best): """ + ", ".join(
         f"{v} {s / 1e6:.1f}e6 ({PAPER_C1['speedup'][v]:.1f}x)" for v, s in PAPER_C1["steps"].items())
        + "; max accuracy " + ", ".join(f"{v} {a}%" for v, a in PAPER_C1["max_acc"].items())
-       + " (BN-x5-Sigmoid never reaches the target)"), RULE_C1, ("variant",), judge_c1)
+       + " (BN-x5-Sigmoid never reaches the target)"), RULE_C1, ("claim_params.variant",), judge_c1)
 FIGURE = c1
 
 

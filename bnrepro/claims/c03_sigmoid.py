@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from bnrepro.report.panels import SCORE, TEST_ACC, line
 from bnrepro.report.rules import CORE, Rule, SUPPORT, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.style import color, dot, legend, paper, zoom
+from bnrepro.schema import Group
 
 PAPER_C3 = {"sigmoid_bn": 69.8, "relu_bn": 73.0, "sigmoid_none_max": 0.1, "relu_none": 72.2}
 PAPER_C3["keep"] = PAPER_C3["sigmoid_bn"] / PAPER_C3["relu_bn"]  # sigmoid + BN kept 95.6% of ReLU + BN
@@ -171,6 +173,12 @@ def _gradient_flow(ax, flow: dict) -> None:
     ax.set_title("(c) gradient flow: per-layer gradient norms\n"
                  + (f"first/last, no BN / BN (sigmoid): {ratio['text']}" if ratio else "first/last: not measured"))
     legend(ax)
+
+
+class Params(Group):
+    """The claim's own config keys (claim_params: in its config files), checked at the door."""
+    c3_fair_init: Optional[dict[str, dict[str, str]]] = None  # each (act, norm) arm's init (configs/claims/c3_sigmoid/)
+
 
 
 CLAIM = Claim(

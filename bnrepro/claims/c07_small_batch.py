@@ -1,6 +1,8 @@
 """C7: BN degrades with small batches; GN does not."""
 from __future__ import annotations
 
+from typing import Literal, Optional
+
 from bnrepro.arms import lookup
 from bnrepro.report import plots as P
 from bnrepro.report.judging import (
@@ -9,6 +11,7 @@ from bnrepro.report.panels import TEST_ACC, bar, scatter
 from bnrepro.report.rules import CORE, Rule, SUPPORT, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.style import color, dot, legend, paper, zoom
+from bnrepro.schema import Group
 
 PAPER_C7 = {"BN": {32: 23.6, 16: 23.7, 8: 24.8, 4: 27.3, 2: 34.7}, "GN": {32: 24.1, 16: 24.2, 8: 24.0, 4: 24.2, 2: 24.1},
             "LN": {32: 25.3}, "Batch Renorm": {4: 26.3}}
@@ -51,7 +54,7 @@ def judge_c7(runs: list[Run]) -> Judged:
                 "gn_holds": diff(err[("bn", small)], err[gn_key])}
     numbers = {"error": {label(n): {str(g): arm_json(v) for (n2, g), v in err.items() if n2 == n}
                          for n in dict.fromkeys(n for n, _ in err)}, "sizes": sizes, "small": small, "large": large,
-               "protocol": sorted({str(run.get("c7_protocol") or "ghost") for run in runs})}
+               "protocol": sorted({str(run.get("claim_params.c7_protocol") or "ghost") for run in runs})}
     # the mechanism check (probe mode_gap): training-set accuracy in training mode minus in eval mode, per arm
     gaps = {k: by_seed(rs, mode_gap) for k, rs in arms.items()}
     if any(gaps.values()):
@@ -112,6 +115,14 @@ def c7(result: Result):
     return fig
 
 
+class Params(Group):
+    """The claim's own config keys (claim_params: in its config files), checked at the door."""
+    c7_protocol: Optional[Literal["gpu8", "real"]] = None  # the arm's protocol: gpu8 (the GN paper's), real (cpu);
+                                                 # null: ghost batches
+    c7_real: Optional[dict[str, float]] = None   # the real-batch protocol: examples per run, LR per 256 examples
+
+
+
 CLAIM = Claim(
     "C7", "BN degrades with small batches; GN does not", ("c7_small_batch",), PAPER_C7,
     prose("GN paper, ResNet-50 ImageNet top-1 error by images per GPU " + "/".join(map(str, PAPER_C7["BN"])) + ": BN "
@@ -126,7 +137,7 @@ FIGURE = c7
 def c7_panels(result) -> list[dict]:
     """C7's x axis is the examples per normalization batch: the real batch in the Group Norm paper's protocol
     (c7_protocol real: the cpu scale's sweep), the ghost batch otherwise (GN and LN, per example, sit at 0)."""
-    real = any(lookup(run.config, "c7_protocol") == "real" for run in result.runs)
+    real = any(lookup(run.config, "claim_params.c7_protocol") == "real" for run in result.runs)
     x = "trainer.batch_size" if real else "model.ghost_batch"
     return [scatter(f"final test accuracy vs {'the batch' if real else 'the ghost batch'} (error = 1 - accuracy)",
                     x, "final_acc"),

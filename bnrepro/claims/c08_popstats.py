@@ -1,12 +1,15 @@
 """C8: Inference needs good population statistics."""
 from __future__ import annotations
 
+from typing import Optional
+
 from bnrepro.report import plots as P, style
 from bnrepro.report.judging import Claim, Judged, MIN_GAIN, Missing, Result, SAME, Untestable, arm_json, diff, prose
 from bnrepro.report.panels import TEST_ACC, bar
 from bnrepro.report.rules import CORE, Rule, SUPPORT, Test
 from bnrepro.report.runs import Run, neutral
 from bnrepro.report.style import color, dot, legend, zoom
+from bnrepro.schema import Group
 
 PAPER_C8 = {"samples": "1e3-1e4", "norm_batch": "32-128"}
 STRESS = "ema_stress"
@@ -34,7 +37,7 @@ def judge_c8(runs: list[Run]) -> Judged:
                 continue
             cells.setdefault(label_, {}).setdefault(variant, {})[run.get("seed")] = float(acc)
             if variant in ("ema", "precise"):
-                target = stress if run.get("c8_setting") == STRESS else rest
+                target = stress if run.get("claim_params.c8_setting") == STRESS else rest
                 target[variant][(label_, run.get("seed"))] = float(acc)
     if not any(v for c in cells.values() for k, v in c.items() if k in ("ema", "precise")):
         raise Missing("final_eval lacks ema and precise accuracies")
@@ -51,7 +54,7 @@ def c8_keys(runs: list[Run]) -> list[str]:
     """What the C8 sweep varied (c8_setting first): every setting is its own arm, judged separately."""
     keys = sorted({k for run in runs for k in run.config if not neutral(k)})
     varied = [k for k in keys if len({repr(run.get(k)) for run in runs}) > 1]
-    return sorted(varied, key=lambda k: (k != "c8_setting", k))
+    return sorted(varied, key=lambda k: (k != "claim_params.c8_setting", k))
 
 
 # --- the figure ---------------------------------------------------------------------------------------------------
@@ -78,6 +81,13 @@ def c8(result: Result):
     legend(axes[-1])
     P.caption(fig, result, variants, "Panels share y. The paper's claim is qualitative (no number to draw).")
     return fig
+
+
+class Params(Group):
+    """The claim's own config keys (claim_params: in its config files), checked at the door."""
+    c8_setting: Optional[str] = None             # the setting (configs/claims/c8_popstats/groups/c8/): standard or the
+                                                 # one built so EMA is known to be inaccurate
+
 
 
 CLAIM = Claim(

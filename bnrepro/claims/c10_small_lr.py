@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 
@@ -14,6 +15,7 @@ from bnrepro.report.rules import CORE, PRECONDITION, Rule, SUPPORT, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.stats import Interval
 from bnrepro.report.style import color, dot, legend, zoom
+from bnrepro.schema import Group
 
 RULE_C10 = Rule((
     Test("bn_lr_higher", PRECONDITION, "BN's best LR exceeds the largest LR at which no BN trains",
@@ -89,6 +91,12 @@ def c10(result: Result):
     P.caption(fig, result, ["BN", "no BN"], "The paper's claim is qualitative (no number to draw). A diverged run "
               "scores 0 (drawn as v below the axis when off the range).")
     return fig
+
+
+class Params(Group):
+    """The claim's own config keys (claim_params: in its config files), checked at the door."""
+    c10_budget: Optional[dict[str, int]] = None  # steps at x1 and the cap of the 1/LR-scaled budget
+
 
 
 CLAIM = Claim(

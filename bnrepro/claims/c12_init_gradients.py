@@ -14,8 +14,10 @@ one training batch at init, and the per-layer growth rate fitted to them (bnrepr
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
+from pydantic import Field
 
 from bnrepro.report import plots as P
 from bnrepro.report import stats
@@ -25,6 +27,7 @@ from bnrepro.report.panels import TEST_ACC, bar
 from bnrepro.report.rules import CORE, SUPPORT, Rule, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.stats import Interval
+from bnrepro.schema import Group
 
 PAPER_C12 = {
     "lambda_sq": math.pi / (math.pi - 1),        # squared-norm growth per layer, ReLU + BN, large batch
@@ -178,6 +181,12 @@ def diff_plain(a: dict, b: dict) -> Interval | None:
 
 def fmt(iv: Interval | None) -> str:
     return "not measured" if iv is None else iv.fmt()
+
+
+class Params(Group):
+    """The claim's own config keys (claim_params: in its config files), checked at the door."""
+    c12_train_steps: Optional[int] = Field(None, ge=1)  # the 100-layer MLP's training steps after the init probe
+
 
 
 CLAIM = Claim(

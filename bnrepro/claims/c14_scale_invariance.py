@@ -11,6 +11,7 @@ and without weight decay, at a constant LR."""
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from bnrepro.report.panels import TEST_ACC, bar, line
 from bnrepro.report.rules import CORE, SUPPORT, Rule, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.stats import Interval
+from bnrepro.schema import Group
 
 PAPER = {"identity": "BN((aW)u) = BN(Wu); d BN((aW)u)/d(aW) = (1/a) d BN(Wu)/dW (section 3.3)",
          "factors": [0.5, 2.0, 10.0],
@@ -157,6 +159,12 @@ def judge(runs: list[Run]) -> Judged:
                   f"largest output change {f'{out.mean:.2g}' if out else 'n/a'}, gradient-ratio error "
                   f"{f'{grad.mean:.2g}' if grad else 'n/a'}; no WD: ||w|| end/init {g.fmt() if g else 'n/a'}, "
                   f"effective LR end/init {e.fmt() if e else 'n/a'}")
+
+
+class Params(Group):
+    """The claim's own config keys (claim_params: in its config files), checked at the door."""
+    c14_weight_decays: Optional[str] = None      # the weight decays the sweep compares ("0,0.005"), per scale
+
 
 
 CLAIM = Claim("C14", "BN makes a layer scale-invariant; weight decay sets its effective learning rate",

@@ -9,6 +9,7 @@ the trained net and compares both over the whole test set in fp32 (bnrepro/probe
 """
 from __future__ import annotations
 
+from typing import Any, Optional
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from bnrepro.report.panels import bar
 from bnrepro.report.rules import CORE, PRECONDITION, SUPPORT, Rule, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.stats import Interval
+from bnrepro.schema import Group
 
 PAPER_C15 = {"exact": True, "bench_speedup": {"ResNet-50": 1.10, "BN-Inception": 1.01},
              "bench": "results/bench/fold.md: batch 8, CPU"}
@@ -100,6 +102,12 @@ def judge_c15(runs: list[Run]) -> Judged:
     if unfolded:
         text += "; BN left unfolded: " + ", ".join(f"{k} {v}" for k, v in unfolded.items())
     return Judged(measured, numbers, text)
+
+
+class Params(Group):
+    """The claim's own config keys (claim_params: in its config files), checked at the door."""
+    c15_model: Optional[dict[str, Any]] = None   # each family's size at the scale (depth, width, arch, width_mult)
+
 
 
 CLAIM = Claim(
