@@ -343,4 +343,6 @@ def validate(cfg: DictConfig | dict, schema: type[Group] = TrainConfig, at: tupl
         return schema.model_validate(tree)
     except ValidationError as e:
         errors = [{**err, "loc": (*at, *err["loc"])} for err in e.errors()]
-        raise ConfigError(error_message(_first(errors), raw and {at[0]: raw} if at else raw, schema, at)) from None
+        for key in reversed(at if raw is not None else ()):  # the raw text under the same full keys as the errors
+            raw = {key: raw}
+        raise ConfigError(error_message(_first(errors), raw, schema, at)) from None
