@@ -84,22 +84,26 @@ def iv(mean, lo, hi, p=None):
     return stats.Interval("paired t", mean, lo, hi, 5, p_tost=p)
 
 
-@pytest.mark.parametrize("interval, outcome", [(iv(0.03, 0.01, 0.05), HOLDS), (iv(-0.01, -0.02, 0.005), FAILS),
-                                               (iv(0.02, -0.01, 0.05), UNCLEAR), (None, UNCLEAR)])
+@pytest.mark.parametrize("interval, outcome", [(iv(0.03, 0.01, 0.05), HOLDS), (iv(-0.01, -0.02, -0.005), FAILS),
+                                               (iv(0.02, -0.01, 0.05), UNCLEAR), (None, UNCLEAR),
+                                               # the old rules' dead zone: below the 1-point "fails" bound but
+                                               # above 0, this was unclear at any n; now it holds
+                                               (iv(0.005, 0.002, 0.008), HOLDS)])
 def test_greater_test_outcomes(interval, outcome):
-    assert Test("x", CORE, "s", "m", "greater", 0.0, 0.01).outcome(interval) == outcome
+    assert Test("x", CORE, "s", "m", "greater", 0.0, why="w").outcome(interval) == outcome
 
 
 def test_equivalence_outcomes():
-    t = Test("x", CORE, "s", "m", "equivalent", 0.01)
+    t = Test("x", CORE, "s", "m", "equivalent", 0.01, why="w")
     assert t.outcome(iv(0.0, -0.005, 0.005, p=0.01)) == HOLDS
     assert t.outcome(iv(0.05, 0.03, 0.07, p=1.0)) == FAILS
     assert t.outcome(iv(0.0, -0.03, 0.03, p=0.3)) == UNCLEAR
 
 
 def test_combination_of_outcomes():
-    rule = Rule((Test("pre", PRECONDITION, "p", "m", "greater", 0.0), Test("core", CORE, "c", "m", "greater", 0.0),
-                 Test("sup", SUPPORT, "s", "m", "greater", 0.0)))
+    rule = Rule((Test("pre", PRECONDITION, "p", "m", "greater", 0.0, why="w"),
+                 Test("core", CORE, "c", "m", "greater", 0.0, why="w"), Test("sup", SUPPORT, "s", "m", "greater", 0.0,
+                                                                             why="w")))
     good, bad, mid = iv(1, 0.5, 1.5), iv(-1, -1.5, -0.5), iv(0, -1, 1)
     assert rule.judge({"pre": good, "core": good, "sup": good})[0] == "reproduced"
     assert rule.judge({"pre": good, "core": good, "sup": mid})[0] == "partly"
@@ -107,3 +111,71 @@ def test_combination_of_outcomes():
     assert rule.judge({"pre": good, "core": mid, "sup": good})[0] == "inconclusive"
     verdict, deciding, _ = rule.judge({"pre": mid, "core": good, "sup": good})
     assert verdict == "inconclusive" and "precondition [pre]" in deciding
+
+
+# --- one semantics (issue 21): no dead zone, float noise, power ------------------------------------------------
+
+def all_tests():
+    from bnrepro.claims import CLAIMS
+    return [(claim.id, test) for claim in CLAIMS for test in claim.rule.tests]
+
+
+def shifted(test, center, half):
+    """An interval of half-width `half` around `center` (both on the test's symmetric scale), in its own units."""
+    if test.unit == "ratio":
+        return stats.Interval("paired t", math.exp(center), math.exp(center - half), math.exp(center + half), 5,
+                              "ratio")
+    return stats.Interval("paired t", center, center - half, center + half, 5)
+
+
+@pytest.mark.parametrize("claim, test", all_tests(), ids=lambda x: getattr(x, "key", x))
+def test_no_rule_has_a_dead_zone(claim, test):
+    """Every test of every claim: an interval that covers no boundary is decided (holds or fails), one that
+    covers a boundary is unclear. So any true effect off the boundary is decided once the interval is narrow."""
+    bounds = test._boundaries()
+    gap = max(test.noise * 10, 1e-3)
+    for b in bounds:
+        for side in (-1, 1):
+            for half in (gap / 4, gap / 2.5):
+                iv = shifted(test, b + side * gap, half)
+                assert test.outcome(iv) in (HOLDS, FAILS), (claim, test.key, b, side)
+            assert test.outcome(shifted(test, b + side * gap / 10, gap / 2)) == UNCLEAR
+    if test.kind != "equivalent":  # the two sides get the two outcomes
+        (b,) = bounds
+        assert {test.outcome(shifted(test, b - gap, gap / 4)), test.outcome(shifted(test, b + gap, gap / 4))} == \
+            {HOLDS, FAILS}
+
+
+def test_every_test_states_its_source():
+    for claim, test in all_tests():
+        assert len(test.why) > 10, (claim, test.key)
+    with pytest.raises(ValueError, match="why"):
+        Test("x", CORE, "s", "m", "greater", 0.0)
+
+
+def test_a_value_within_float_noise_is_never_decided():
+    t = Test("x", CORE, "s", "m", "less", 1e-5, unit="plain", why="w", noise=1e-6)
+    point = lambda v: stats.Interval("over every run", v, v, v, 5, "plain")  # noqa: E731
+    assert t.outcome(point(9.5e-6)) == UNCLEAR and "float noise" in t.decide(point(9.5e-6))
+    assert t.outcome(point(1e-7)) == HOLDS and t.outcome(point(1e-4)) == FAILS
+
+
+def test_seeds_needed_gives_the_power_it_claims():
+    """The n it returns reaches 80% power (noncentral t, one-sided 2.5%) and n - 1 does not."""
+    def power(n, sd, d):
+        return stats.stats.nct.sf(stats.stats.t.ppf(0.975, n - 1), n - 1, d * math.sqrt(n) / sd)
+    for sd, d in ((1.0, 1.0), (0.02, 0.01), (0.5, 0.1)):
+        n = stats.seeds_needed(sd, d)
+        assert power(n, sd, d) >= 0.78 and power(n - 1, sd, d) < 0.8, (sd, d, n)
+    assert stats.seeds_needed(1.0, 0.0) is None and stats.seeds_needed(1.0, 1e-4) is None  # beyond MAX_SEEDS
+
+
+def test_an_unclear_test_says_what_would_decide_it():
+    t = Test("x", CORE, "s", "m", "greater", 0.0, why="w")
+    iv = stats.paired({0: 0.03, 1: -0.01, 2: 0.02, 3: 0.0, 4: 0.01}, {s: 0.0 for s in range(5)})
+    assert t.outcome(iv) == UNCLEAR
+    text = t.decide(iv)
+    n = int(text.split("about ")[1].split()[0])
+    sd = iv.se * math.sqrt(iv.n)
+    assert n == stats.seeds_needed(sd, iv.mean) and n > 5
+    assert t.decide(stats.paired({s: 0.05 + 0.001 * s for s in range(5)}, {s: 0.0 for s in range(5)})) == ""

@@ -15,7 +15,7 @@ import importlib
 import pkgutil
 
 from bnrepro.arms import claim_order
-from bnrepro.report.judging import Claim, Result, evaluate
+from bnrepro.report.judging import Claim, Headline, judge_claim
 from bnrepro.report.runs import Run
 
 MODULES = [importlib.import_module(f"{__name__}.{m.name}")
@@ -27,5 +27,6 @@ PANELS = {m.CLAIM.id: m.PANELS for m in MODULES if hasattr(m, "PANELS")}  # the 
 PARAMS = {m.CLAIM.id: m.Params for m in MODULES if hasattr(m, "Params")}  # the schema of each claim's claim_params
 
 
-def evaluate_all(runs: list[Run]) -> list[Result]:
-    return [evaluate(claim, runs) for claim in CLAIMS]
+def evaluate_all(runs: list[Run]) -> list[Headline]:
+    """Every claim, judged per dataset under its frozen design (bnrepro/report/design.py)."""
+    return [judge_claim(claim, runs) for claim in CLAIMS]

@@ -1,24 +1,42 @@
 """C2: BN allows much higher learning rates."""
 from __future__ import annotations
 
+import numpy as np
+
 from bnrepro.claims.c01_speed import PAPER_C1
 from bnrepro.report import plots as P, style
 from bnrepro.report.judging import (
-    Claim, Judged, MIN_GAIN, Missing, Result, SAME, arm_json, arms_of, by_seed, diff, label, pick_by_val, prose,
+    DIRECTION, TRAINS, Claim, Judged, Missing, Result, SAME, arm_json, arms_of, by_seed, diff, label, need, prose,
     score)
 from bnrepro.report.panels import SCORE, TEST_ACC, line
-from bnrepro.report.rules import CORE, Rule, SUPPORT, Test
+from bnrepro.report.rules import CORE, Rule, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.style import color, paper, zoom
 
 PAPER_C2 = {"diverged_lr": 0.0075, "base_lr": 0.0015, "bn_x30_acc": 74.8}
 RULE_C2 = Rule((
-    Test("beats", CORE, "at the largest LR, BN scores higher than no BN", "score(BN) - score(no BN) at that LR",
-         "greater", 0.0, MIN_GAIN),
-    Test("holds_up", SUPPORT, "at the largest LR BN loses nothing against its best LR (chosen on validation)",
-         "score(BN, largest LR) - score(BN, best LR)", "greater", -SAME, -SAME,
-         why=f"non-inferiority margin {100 * SAME:g} point: BN-x30 beat BN-x5 in the paper"),
-))
+    Test("holds_up", CORE, "BN trains at 30x the base LR and loses nothing against BN at the base LR",
+         "score(BN, largest LR) - score(BN, x1)", "greater", -SAME,
+         why=f"non-inferiority margin {100 * SAME:g} point fixed in advance: BN-x30 beat BN-x5 and BN-Baseline "
+             "in the paper (74.8% vs 73.0% and 72.7%)"),
+    Test("beats", CORE, "at that LR, BN scores higher than no BN", "score(BN) - score(no BN) at the largest LR",
+         "greater", 0.0, why=DIRECTION),
+), notes="BN at the largest LR is compared with BN at x1, not with BN's best LR: validation may pick the largest "
+         "LR itself as the best, and then the test would compare it with itself. No BN's own largest trainable LR "
+         f"(no seed diverged and a mean score within {100 * TRAINS:g} points of its best) is reported beside it.")
+
+
+def largest_trainable(arms: dict, s: dict, norm: str) -> float | None:
+    """The largest LR multiplier at which `norm` trains: no seed diverged and a mean score within TRAINS of the
+    arm's best mean score (C10's definition)."""
+    mine = {lr: rs for (n, lr), rs in arms.items() if n == norm}
+    if not mine:
+        return None
+    means = {lr: float(np.mean(list(s[(norm, lr)].values()))) for lr in mine if s[(norm, lr)]}
+    best = max(means.values(), default=0.0)
+    ok = [lr for lr, rs in mine.items() if lr in means and not any(r.diverged for r in rs) and
+          means[lr] >= best - TRAINS]
+    return max(ok) if ok else None
 
 
 def judge_c2(runs: list[Run]) -> Judged:
@@ -27,14 +45,18 @@ def judge_c2(runs: list[Run]) -> Judged:
     if not shared:
         raise Missing("no learning rate with both BN and no-BN runs")
     top = shared[-1]
-    bn_best = pick_by_val({k: rs for k, rs in arms.items() if k[0] == "bn"}, "BN's best LR")
+    need(arms, ("bn", 1.0), "BN at the base LR (optim.lr_mult=1)")
     s = {k: by_seed(rs, score) for k, rs in arms.items()}
-    measured = {"beats": diff(s[("bn", top)], s[("none", top)]), "holds_up": diff(s[("bn", top)], s[bn_best])}
+    measured = {"holds_up": diff(s[("bn", top)], s[("bn", 1.0)]), "beats": diff(s[("bn", top)], s[("none", top)])}
     numbers = {"arms": {f"{label(n)}, x{lr:g}": arm_json(v) for (n, lr), v in s.items()},
                "diverged": {f"{label(n)}, x{lr:g}": sum(r.diverged for r in rs) for (n, lr), rs in arms.items()},
-               "top_lr_mult": top, "bn_best_lr_mult": bn_best[1]}
-    return Judged(measured, numbers, f"at x{top:g}: BN {numbers['arms'][f'BN, x{top:g}']['text']} vs no BN "
-                                     f"{numbers['arms'][f'no BN, x{top:g}']['text']}")
+               "top_lr_mult": top,
+               "largest_trainable": {label(n): largest_trainable(arms, s, n) for n in ("bn", "none")}}
+    trains = numbers["largest_trainable"]["no BN"]
+    return Judged(measured, numbers, f"at x{top:g}: BN {numbers['arms'][f'BN, x{top:g}']['text']} vs BN at x1 "
+                                     f"{numbers['arms']['BN, x1']['text']} and no BN "
+                                     f"{numbers['arms'][f'no BN, x{top:g}']['text']}; no BN trains up to "
+                                     f"{'x%g' % trains if trains else 'none of the LRs'}")
 
 
 # --- the figure ---------------------------------------------------------------------------------------------------

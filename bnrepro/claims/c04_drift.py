@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from bnrepro.report import plots as P, stats, style
 from bnrepro.report.judging import (
-    Claim, Judged, Missing, Result, STABLE_FACTOR, arm_json, arms_of, by_seed, drift, mean_curves, need)
+    DIRECTION_RATIO, Claim, Judged, Missing, Result, STABLE_FACTOR, arm_json, arms_of, by_seed, drift, mean_curves,
+    need)
+
 from bnrepro.report.panels import PROBES, TEST_ACC, line
 from bnrepro.report.rules import CORE, Rule, SUPPORT, Test
 from bnrepro.report.runs import Run
@@ -11,9 +13,9 @@ from bnrepro.report.style import legend
 
 RULE_C4 = Rule((
     Test("stabler", CORE, "BN's sigmoid input drifts less than no-BN's", "the drift ratio BN / no BN", "less",
-         1.0, 1.0, "ratio"),
-    Test("far", SUPPORT, "far more stable", "the drift ratio BN / no BN", "less", STABLE_FACTOR, STABLE_FACTOR,
-         "ratio", why="the paper's Fig. 1(b, c) shows a large difference; at most half the drift"),
+         1.0, unit="ratio", why=DIRECTION_RATIO),
+    Test("far", SUPPORT, "far more stable", "the drift ratio BN / no BN", "less", STABLE_FACTOR, unit="ratio",
+         why="the paper's Fig. 1(b, c) shows a large difference; at most half the drift"),
 ), notes="Drift: range of each probe percentile (p15/p50/p85) over the evaluations after the first 10% of "
          "training, averaged, over the mean spread p85 - p15; ratio paired by seed on the log scale. Uses the "
          "c4_drift runs, or fig1's if c4_drift has none.")

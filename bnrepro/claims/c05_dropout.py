@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from bnrepro.report import plots as P, style
 from bnrepro.report.judging import (
-    Claim, Judged, Missing, Result, SAME, arm_json, arms_of, by_seed, diff, label, need, pick_by_val, score,
-    train_test_gap)
+    DIRECTION, Claim, Judged, Missing, Result, SAME, arm_json, arms_of, by_seed, diff, label, need, pick_by_val,
+    score, train_test_gap)
+
 from bnrepro.report.panels import TEST_ACC, bar, line
 from bnrepro.report.rules import CORE, PRECONDITION, Rule, SUPPORT, Test
 from bnrepro.report.runs import Run
@@ -13,12 +14,12 @@ from bnrepro.report.style import legend, zoom
 PAPER_C5 = {"dropout_removed": "BN-x5", "acc_loss": 0.0}
 RULE_C5 = Rule((
     Test("dropout_helps", PRECONDITION, "dropout measurably helps the no-BN net (else the claim is untestable here)",
-         "score(no BN, best dropout > 0) - score(no BN, dropout 0)", "greater", 0.0, 0.0),
+         "score(no BN, best dropout > 0) - score(no BN, dropout 0)", "greater", 0.0, why=DIRECTION),
     Test("unnecessary", CORE, "with BN, removing dropout loses nothing",
-         "score(BN, dropout 0) - score(BN, best dropout > 0)", "greater", -SAME, -SAME,
+         "score(BN, dropout 0) - score(BN, best dropout > 0)", "greater", -SAME,
          why=f"non-inferiority margin {100 * SAME:g} point; shown, not merely 'not significantly worse'"),
     Test("replaces", SUPPORT, "BN alone does as well as no BN with its best dropout",
-         "score(BN, dropout 0) - score(no BN, best dropout > 0)", "greater", -SAME, -SAME,
+         "score(BN, dropout 0) - score(no BN, best dropout > 0)", "greater", -SAME,
          why=f"non-inferiority margin {100 * SAME:g} point"),
 ), notes="Best dropout rate > 0 per arm: the highest mean validation score. The train - test gap is reported, "
          "not tested (it restates the accuracy gap).")

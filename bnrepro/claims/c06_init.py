@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from bnrepro.report import plots as P
 from bnrepro.report.judging import (
-    Claim, Judged, MIN_GAIN, Missing, Result, STABLE_FACTOR, arm_json, arms_of, by_seed, combo, diff, label,
-    pick_by_val, score)
+    DIRECTION, Claim, Judged, MIN_GAIN, Missing, Result, STABLE_FACTOR, arm_json, arms_of, by_seed, combo, diff,
+    label, pick_by_val, score)
+
 from bnrepro.report.panels import SCORE, TEST_ACC
 from bnrepro.report.rules import CORE, PRECONDITION, Rule, SUPPORT, Test
 from bnrepro.report.runs import Run
@@ -14,11 +15,12 @@ INIT_KEYS = ("model.init_std", "model.init_scale")  # the MLP's init std; the co
 RULE_C6 = Rule((
     Test("init_matters", PRECONDITION, "initialization matters without BN",
          "score(no BN, best init) - score(no BN, worst init), both chosen on validation", "greater", MIN_GAIN,
-         MIN_GAIN, why=f"at least {100 * MIN_GAIN:g} point, else there is no sensitivity to reduce"),
+         why=f"at least {100 * MIN_GAIN:g} point, else there is no sensitivity to reduce"),
     Test("less_sensitive", CORE, "BN's accuracy varies less over inits than no-BN's",
-         "spread(no BN) - spread(BN), spread = max - min score over inits within a seed", "greater", 0.0, 0.0),
+         "spread(no BN) - spread(BN), spread = max - min score over inits within a seed", "greater", 0.0,
+         why=DIRECTION),
     Test("far", SUPPORT, "BN's spread is at most half of no-BN's",
-         f"{STABLE_FACTOR:g} x spread(no BN) - spread(BN)", "greater", 0.0, 0.0),
+         f"{STABLE_FACTOR:g} x spread(no BN) - spread(BN)", "greater", 0.0, why=DIRECTION),
 ))
 
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from bnrepro.report import plots as P, stats
 from bnrepro.report.judging import (
-    Claim, Judged, KEEP, Result, arm_json, arms_of, by_seed, combo, diff, drift, label, need, score)
+    DIRECTION, DIRECTION_RATIO, Claim, Judged, KEEP, Result, arm_json, arms_of, by_seed, combo, diff, drift, label,
+    need, score)
+
 from bnrepro.report.panels import PROBES, SCORE, TEST_ACC, line
 from bnrepro.report.rules import CORE, PRECONDITION, Rule, SUPPORT, Test
 from bnrepro.report.runs import Run
@@ -11,14 +13,14 @@ from bnrepro.report.runs import Run
 TRAIN_PROBE = "probe_train_p"  # percentiles seen in training mode, where noisy BN's noise is on
 RULE_C9 = Rule((
     Test("bn_helps", PRECONDITION, "BN scores higher than no BN (else there is no gain to explain)",
-         "score(BN) - score(no BN)", "greater", 0.0, 0.0),
+         "score(BN) - score(no BN)", "greater", 0.0, why=DIRECTION),
     Test("as_well", CORE, f"noisy BN trains about as well as BN: it keeps at least {KEEP:g} of BN's gain",
-         f"score(noisy) - score(none) - {KEEP:g} x (score(BN) - score(none))", "greater", 0.0, 0.0,
+         f"score(noisy) - score(none) - {KEEP:g} x (score(BN) - score(none))", "greater", 0.0,
          why="a margin relative to BN's own effect, not a fixed number of points larger than it"),
     Test("noisy_helps", CORE, "noisy BN scores higher than no BN", "score(noisy BN) - score(no BN)", "greater",
-         0.0, 0.0),
+         0.0, why=DIRECTION),
     Test("less_stable", SUPPORT, "noisy BN's distributions are less stable than BN's",
-         "the drift ratio noisy BN / BN (training-mode probe)", "greater", 1.0, 1.0, "ratio"),
+         "the drift ratio noisy BN / BN (training-mode probe)", "greater", 1.0, unit="ratio", why=DIRECTION_RATIO),
 ))
 
 

@@ -8,8 +8,9 @@ import numpy as np
 
 from bnrepro.report import plots as P, stats, style
 from bnrepro.report.judging import (
-    Claim, Judged, Missing, Result, SAME, TRAINS, arm_json, arms_of, by_seed, combo, diff, label, pick_by_val,
-    score)
+    DIRECTION, Claim, Judged, Missing, Result, SAME, TRAINS, arm_json, arms_of, by_seed, combo, diff, label,
+    pick_by_val, score)
+
 from bnrepro.report.panels import SCORE, TEST_ACC
 from bnrepro.report.rules import CORE, PRECONDITION, Rule, SUPPORT, Test
 from bnrepro.report.runs import Run
@@ -19,13 +20,14 @@ from bnrepro.schema import Group
 
 RULE_C10 = Rule((
     Test("bn_lr_higher", PRECONDITION, "BN's best LR exceeds the largest LR at which no BN trains",
-         "log(BN's best LR / no-BN's largest training LR)", "greater", 0.0, 0.0, "plain",
+         "log(BN's best LR / no-BN's largest training LR)", "greater", 0.0, unit="plain",
          why=f"'trains' = no seed diverged and a mean score within {100 * TRAINS:g} points of no-BN's best"),
     Test("small_same", CORE, "at the smallest shared LR, BN and no BN score about the same",
-         "score(BN) - score(no BN) at the smallest LR", "equivalent", SAME, SAME,
+         "score(BN) - score(no BN) at the smallest LR", "equivalent", SAME,
          why=f"margin {100 * SAME:g} point, the smallest gain the rules count"),
     Test("gap_grows", SUPPORT, "BN's advantage at each arm's own best LR exceeds that at the small LR",
-         "[score(BN, best) - score(none, best)] - [score(BN, small) - score(none, small)]", "greater", 0.0, 0.0),
+         "[score(BN, best) - score(none, best)] - [score(BN, small) - score(none, small)]", "greater", 0.0,
+         why=DIRECTION),
 ), notes="Both arms run the same LR grid, each to convergence; best LR per arm by mean validation score.")
 
 

@@ -44,13 +44,13 @@ PAPER = {"net": "VGG", "data": "CIFAR-10", "figure": "Fig. 4", "max_eta": 0.4, "
 
 RULE = Rule((
     Test("no_bn_trains", PRECONDITION, "the no-BN net trains at this LR (else its landscape is a plateau's)",
-         "score(no BN)", "greater", TRAINS_AT, TRAINS_AT, "plain",
+         "score(no BN)", "greater", TRAINS_AT, unit="plain",
          why="digits' chance is 10%; a stalled or diverged net says nothing about BN's landscape"),
-    *(Test(key, CORE, f"BN's {what} is smaller than no-BN's", f"the ratio BN / no BN of the {what}", "less", 1.0,
-           1.0, "ratio", why="geometric mean over the run's probe steps, paired by seed on the log scale")
+    *(Test(key, CORE, f"BN's {what} is smaller than no-BN's", f"the ratio BN / no BN of the {what}", "less", 1.0, unit="ratio",
+         why="geometric mean over the run's probe steps, paired by seed on the log scale")
       for key, what, _ in MEASURES.values()),
     *(Test(f"{key}_half", SUPPORT, f"clearly smaller: BN's {what} at most half of no-BN's",
-           f"the ratio BN / no BN of the {what}", "less", STABLE_FACTOR, STABLE_FACTOR, "ratio",
+           f"the ratio BN / no BN of the {what}", "less", STABLE_FACTOR, unit="ratio",
            why=f"the paper's curves differ clearly at every point; {STABLE_FACTOR:g}x is the factor the rules call "
                "far (C4)")
       for key, what, _ in MEASURES.values()),

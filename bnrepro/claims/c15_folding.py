@@ -33,17 +33,18 @@ FP32_EPS = float(np.finfo(np.float32).eps)
 
 RULE_C15 = Rule((
     Test("folds", PRECONDITION, "every run has BN layers that fold (else there is nothing to test)",
-         "the fewest BN layers folded in any run", "greater", 0.5, 0.5, "plain"),
+         "the fewest BN layers folded in any run", "greater", 0.5, unit="plain",
+         why="a count: 0.5 separates none from at least one"),
     Test("exact", CORE, f"folded and unfolded outputs agree to {TOL:g} relative, in fp32",
-         "the largest relative difference over every test example of every run", "less", TOL, TOL, "relative",
+         "the largest relative difference over every test example of every run", "less", TOL, unit="relative",
          why=f"the tolerance {TOL:g} is ~{TOL / FP32_EPS:.0f}x fp32's epsilon ({FP32_EPS:.2g}): folding changes "
              "each weight by one product and the net's sums are reordered, nothing more; a worst case, not a mean, "
              "since exactness is a claim about every example"),
     Test("same_predictions", CORE, "the same top-1 prediction on every test example (except top-two ties within "
          "the tolerance)", "test examples whose prediction changed, outside ties, summed over every run", "less",
-         0.5, 0.5, "plain", why="any changed prediction outside a tie fails"),
+         0.5, unit="plain", why="any changed prediction outside a tie fails"),
     Test("not_slower", SUPPORT, "the folded net is not slower", "speed-up, unfolded time / folded time "
-         "(geometric mean over every run)", "greater", SLOWER, SLOWER, "ratio",
+         "(geometric mean over every run)", "greater", SLOWER, unit="ratio",
          why=f"a {100 * (1 - SLOWER):g}% allowance for timing noise on a shared machine"),
 ), notes="Relative difference of an example: max over classes of |folded - unfolded| / max over classes of "
          "|unfolded| (its largest logit). A tie: the unfolded net's top two logits within the tolerance times its "

@@ -281,14 +281,15 @@ def main(argv: list[str] | None = None) -> None:
     tmp = dest.parent / f".{dest.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)  # left by a dead process that had our pid
     try:
-        results, figures = write_report(args.runs_dir, tmp, notes=lambda n: header_notes(runs, dest, n), runs=runs,
-                                        recorded=recorded)
+        headlines, figures = write_report(args.runs_dir, tmp, notes=lambda n: header_notes(runs, dest, n),
+                                          runs=runs, recorded=recorded)
         swap_in(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    width = max(len(r.id) for r in results)
-    for r in results:
-        print(f"{r.id:<{width}}  {r.verdict:<15} {r.ours}")
+    width = max(len(h.id) for h in headlines)
+    for h in headlines:
+        print(f"{h.id:<{width}}  {h.verdict:<15} {h.combined}")
+    results = [r for h in headlines for r in h.per_data]  # the W&B report and run: a section per claim and dataset
     figures = {k: out / p.name for k, p in figures.items()}
     print(f"wrote {out / 'REPORT.md'}, {out / 'claims.json'} and {len(figures)} figures")
     write_wandb_report(results, figures, out)

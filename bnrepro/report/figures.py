@@ -1,4 +1,4 @@
-"""One PNG per claim, drawn by the claim's own FIGURE (bnrepro/claims/) only from the judge's numbers
+"""One PNG per claim and dataset, drawn by the claim's own FIGURE (bnrepro/claims/) only from the judge's numbers
 (Result.numbers and Result.checks) and the paper's table, never from the runs, so a figure and its verdict cannot
 group runs differently; a claim without a figure of its own gets `generic`.
 
@@ -37,11 +37,11 @@ def render(result: Result):
 
 
 def draw(result: Result, out: Path) -> Path | None:
-    """Render the claim's figure and save it as <out>/<id>.png."""
+    """Render the claim's figure and save it as <out>/<id>_<data>.png (<id>.png for runs judged together)."""
     fig = render(result)
     if fig is None:
         return None
-    path = Path(out) / f"{result.id.lower()}.png"
+    path = Path(out) / f"{result.slug}.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
 from bnrepro.norm import REGISTRY as NORMS
 from bnrepro.report import stats
-from bnrepro.report.rules import INCONCLUSIVE, NOT_RUN, Rule
+from bnrepro.report.design import Design, known, role
+from bnrepro.report.rules import CORE, INCONCLUSIVE, NOT_RUN, PRECONDITION, Rule, combine
 from bnrepro.report.runs import Run, Unpoolable, check_pooling, select, sort_key
 from bnrepro.report.stats import Interval
 
@@ -29,6 +30,12 @@ STABLE_FACTOR = 0.5  # "far more stable": at most half the drift
 KEEP = 0.75  # C9: noisy BN keeps at least 3/4 of BN's gain over no BN ("trains about as well")
 TRAINS = 0.10  # C10: no-BN "trains" at an LR if no seed diverged and its mean score is within 10 points of its best
 BN_KINDS = ("bn", "ghost_bn")
+# The source of a threshold at "no effect": the claim states a direction. Designs are sized (stats.seeds_needed)
+# for the unit's smallest effect of interest, Test.effect(): MIN_GAIN for points, a factor of 2 for ratios.
+DIRECTION = (f"the claim states a direction, so no effect (0) is the boundary; the design is sized for a "
+             f"{100 * MIN_GAIN:g}-point effect (MIN_GAIN)")
+DIRECTION_RATIO = ("the claim states a direction, so a ratio of 1 is the boundary; the design is sized for a factor "
+                   "of 2")
 
 
 class Missing(Exception):
@@ -53,6 +60,7 @@ class Result:
     experiment: str
     paper: str
     rule: str
+    data: str = ""  # the dataset this verdict is on ("" for runs judged together, e.g. a test's synthetic runs)
     verdict: str = NOT_RUN
     deciding: str = ""
     ours: str = "no runs"
@@ -69,10 +77,22 @@ class Result:
         """The failed-runs cell: "2", or "2 (1 unreadable)"."""
         return f"{self.failed}" + (f" ({self.unreadable} unreadable)" if self.unreadable else "")
 
+    @property
+    def decide(self) -> list[str]:
+        """What would decide an inconclusive verdict: each unclear precondition or core test's answer."""
+        return [f"[{c['key']}] {c['decide']}" for c in self.checks
+                if c.get("decide") and c["role"] in (PRECONDITION, CORE)]
+
+    @property
+    def slug(self) -> str:
+        """The claim and dataset as a file name: c2_digits (figures)."""
+        return self.id.lower() + (f"_{self.data}" if self.data else "")
+
     def to_json(self) -> dict:
-        return {"title": self.title, "experiment": self.experiment, "verdict": self.verdict,
+        return {"title": self.title, "experiment": self.experiment, "data": self.data, "verdict": self.verdict,
                 "deciding": self.deciding, "ours": self.ours, "reason": self.reason, "paper": self.paper,
-                "rule": self.rule, "numbers": self.numbers, "checks": self.checks, "failed": self.failed,
+                "rule": self.rule, "numbers": self.numbers, "checks": self.checks, "decide": self.decide,
+                "failed": self.failed,
                 "unreadable": self.unreadable, "runs": [str(run.dir) for run in self.runs]}
 
 
@@ -242,12 +262,89 @@ class Claim:
     rule: Rule
     arm: Callable[[Run], tuple] | tuple[str, ...]  # what makes two runs different arms (the rest must match)
     judge: Callable[[list[Run]], Judged]
+    designs: Mapping[str, Design] = field(default_factory=dict)  # per scale: frozen before confirmation runs
 
 
-def evaluate(claim: Claim, runs: list[Run]) -> Result:
-    """The claim's verdict from the runs of its experiment: not run (no runs, or an arm missing), inconclusive
-    (unlike runs pooled, or untestable), else what its rule says."""
-    result = Result(claim.id, claim.title, claim.experiments[0], claim.paper_text, claim.rule.text())
+@dataclass
+class Headline:
+    """A claim judged on every dataset it ran on: a Result per dataset and the headline combined from them by
+    rules.combine. `design_note` says under which frozen design (commit, n) it was judged, or that it was not."""
+
+    id: str
+    title: str
+    paper: str
+    verdict: str
+    combined: str  # how the headline follows from the datasets' verdicts
+    per_data: list[Result]
+    design_note: str
+    design: Design | None = None
+    set_aside: int = 0  # runs of pilot or exploration seeds, not read by the verdict
+    refused: list[str] = field(default_factory=list)  # confirmation runs outside the frozen design, and why
+
+    @property
+    def runs(self) -> list[Run]:
+        return [run for r in self.per_data for run in r.runs]
+
+    @property
+    def failed(self) -> int:
+        return sum(r.failed for r in self.per_data)
+
+    def to_json(self) -> dict:
+        return {"title": self.title, "verdict": self.verdict, "combined": self.combined, "paper": self.paper,
+                "design": self.design_note, "set_aside": self.set_aside, "refused": self.refused,
+                "data": {r.data or "all": r.to_json() for r in self.per_data}}
+
+
+def judge_claim(claim: Claim, runs: list[Run]) -> Headline:
+    """The claim on each dataset of its runs, under its frozen design for the runs' scale where there is one:
+    only confirmation seeds are read, and confirmation runs outside the design are refused (not judged)."""
+    mine = runs_of(claim, runs)
+    scales = sorted({str(s) for run in mine if (s := run.summary.get("scale") or run.get("scale"))})
+    design = claim.designs.get(scales[0]) if len(scales) == 1 else None
+    set_aside, refused = 0, []
+    if design is not None:
+        read = [run for run in mine if role(run.get("seed")) == "confirmation" or not usable(run)]
+        set_aside = len(mine) - len(read)
+        refused = [f"{run.dir.name}: {why}" for run in read if usable(run) and (why := design.outside(run))]
+        mine = read
+        commit = design.commit or "not yet recorded"
+        checked = "" if not design.commit or known(design.commit) else " (not checked: git does not know it here)"
+        note = (f"design frozen at {commit}{checked} (scale {scales[0]}), n={design.n} confirmation seeds; "
+                f"{set_aside} pilot/exploration runs set aside")
+    else:
+        note = (f"exploratory: no frozen design at scale {', '.join(scales) or '-'} (its numbers were not "
+                "chosen before its runs)")
+    datasets = list(design.data) if design else sorted({str(run.get("data.name")) for run in mine}) or [""]
+    per_data = []
+    for data in datasets:
+        subset = [run for run in mine if str(run.get("data.name")) == data] if data else mine
+        if refused:
+            result = _refused(claim, subset, data, refused)
+        else:
+            result = evaluate(claim, subset, data if len(datasets) > 1 or design else "")
+            if not subset and set_aside:
+                result.ours = result.reason = (f"no confirmation runs on {data} ({set_aside} pilot/exploration "
+                                               "runs set aside): `make reproduce` runs the confirmation seeds")
+        per_data.append(result)
+    verdict, combined = combine({r.data or "all": r.verdict for r in per_data})
+    return Headline(claim.id, claim.title, claim.paper_text, verdict, combined, per_data, note, design, set_aside,
+                    refused)
+
+
+def _refused(claim: Claim, runs: list[Run], data: str, refused: list[str]) -> Result:
+    result = Result(claim.id, claim.title, claim.experiments[0], claim.paper_text, claim.rule.text(), data)
+    result.runs = runs
+    result.verdict = INCONCLUSIVE
+    result.reason = result.ours = (f"not judged: {len(refused)} confirmation runs are outside the frozen design "
+                                   f"(e.g. {refused[0]}); rerun them from the design's config")
+    result.deciding = result.reason
+    return result
+
+
+def evaluate(claim: Claim, runs: list[Run], data: str = "") -> Result:
+    """The claim's verdict from the runs of its experiment (on one dataset, where `data` names it): not run (no
+    runs, or an arm missing), inconclusive (unlike runs pooled, or untestable), else what its rule says."""
+    result = Result(claim.id, claim.title, claim.experiments[0], claim.paper_text, claim.rule.text(), data)
     result.runs = runs_of(claim, runs)
     if result.runs:
         result.experiment = result.runs[0].name

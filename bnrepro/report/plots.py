@@ -114,10 +114,6 @@ def tests_panel(fig, spec, result: Result, marks: dict | None = None) -> None:
             limits = (-c["threshold"], c["threshold"]) if c["kind"] == "equivalent" else (c["threshold"],)
             for t in limits:
                 ax.plot([scale * t] * 2, [i - 0.35, i + 0.35], "k--", lw=1)
-            fail_at = c.get("fail_at", c["threshold"])
-            if c["kind"] != "equivalent" and fail_at != c["threshold"]:  # where the evidence turns against it
-                ax.plot([scale * fail_at] * 2, [i - 0.35, i + 0.35], ":", color=style.OUTCOME_COLORS["fails"], lw=1.5)
-                limits = (*limits, fail_at)
             xs += [lo, hi, *(scale * t for t in limits)]
         ax.set_yticks(range(len(mine)), [f"[{c['key']}] {c['role']}\n{c['outcome']}" for c in mine])
         ax.set_ylim(len(mine) - 0.4, -0.6)

@@ -26,6 +26,25 @@ class Interval:
     n: int  # pairs for paired tests, the smaller arm for Welch, values for one sample
     kind: str = "points"  # points (x100, "points"), ratio ("x"), acc (x100, "%"), plain
     p_tost: float | None = None  # TOST p-value, where an equivalence margin was tested
+    se: float | None = None  # the t interval's standard error (of log values for a ratio): power, TOST bounds
+    df: float | None = None  # and its degrees of freedom; None where there is no t interval (a point, n < 2)
+
+    def _scale(self, x: float) -> float:
+        if self.kind != "ratio":
+            return x
+        return math.log(x) if x > 0 else -math.inf  # a speed-up of 0 (never reached): minus infinity
+
+    def center(self) -> float:
+        """The mean on the scale the interval is symmetric on (log for a ratio)."""
+        return self._scale(self.mean)
+
+    def bounds(self, level: float) -> tuple[float, float]:
+        """The two-sided `level` interval on the symmetric scale (log for a ratio); the point where no se."""
+        c = self.center()
+        if self.se is None or self.df is None:
+            return self._scale(self.lo), self._scale(self.hi)
+        h = float(stats.t.ppf(0.5 + level / 2, self.df)) * self.se
+        return c - h, c + h
 
     def covers(self, x: float) -> bool:
         return self.lo <= x <= self.hi
@@ -68,8 +87,9 @@ def mean_ci(values, kind: str = "acc", test: str = "t (one sample)") -> Interval
     degenerate = _degenerate(test, mean, len(x), float(x.std(ddof=1)) if len(x) > 1 else 0.0, kind)
     if degenerate:
         return degenerate
-    lo, hi = stats.ttest_1samp(x, 0.0).confidence_interval(LEVEL)
-    return Interval(test, mean, float(lo), float(hi), len(x), kind)
+    res = stats.ttest_1samp(x, 0.0)
+    lo, hi = res.confidence_interval(LEVEL)
+    return Interval(test, mean, float(lo), float(hi), len(x), kind, se=_se(mean, hi, res.df), df=float(res.df))
 
 
 def paired(a: dict, b: dict, kind: str = "points") -> Interval:
@@ -80,8 +100,10 @@ def paired(a: dict, b: dict, kind: str = "points") -> Interval:
     degenerate = _degenerate("paired t", mean, len(d), float(d.std(ddof=1)) if len(d) > 1 else 0.0, kind)
     if degenerate:
         return degenerate
-    lo, hi = stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).confidence_interval(LEVEL)
-    return Interval("paired t", mean, float(lo), float(hi), len(d), kind)
+    res = stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds])
+    lo, hi = res.confidence_interval(LEVEL)
+    return Interval("paired t", mean, float(lo), float(hi), len(d), kind, se=_se(mean, hi, res.df),
+                    df=float(res.df))
 
 
 def welch(a, b, kind: str = "points") -> Interval:
@@ -93,8 +115,9 @@ def welch(a, b, kind: str = "points") -> Interval:
         return Interval("Welch t", mean, -math.inf, math.inf, n, kind)
     if x.std(ddof=1) == 0 and y.std(ddof=1) == 0:
         return Interval("Welch t", mean, mean, mean, n, kind)
-    lo, hi = stats.ttest_ind(x, y, equal_var=False).confidence_interval(LEVEL)
-    return Interval("Welch t", mean, float(lo), float(hi), n, kind)
+    res = stats.ttest_ind(x, y, equal_var=False)
+    lo, hi = res.confidence_interval(LEVEL)
+    return Interval("Welch t", mean, float(lo), float(hi), n, kind, se=_se(mean, hi, res.df), df=float(res.df))
 
 
 def difference(a: dict, b: dict, kind: str = "points") -> Interval:
@@ -110,7 +133,8 @@ def ratio(a: dict, b: dict) -> Interval:
     la = {s: math.log(v) for s, v in a.items()}
     lb = {s: math.log(v) for s, v in b.items()}
     d = difference(la, lb, "plain")
-    return Interval(f"{d.test} on log ratios", math.exp(d.mean), math.exp(d.lo), math.exp(d.hi), d.n, "ratio")
+    return Interval(f"{d.test} on log ratios", math.exp(d.mean), math.exp(d.lo), math.exp(d.hi), d.n, "ratio",
+                    se=d.se, df=d.df)
 
 
 def tost(a: dict, b: dict, margin: float, kind: str = "points") -> Interval:
@@ -119,7 +143,7 @@ def tost(a: dict, b: dict, margin: float, kind: str = "points") -> Interval:
     d = difference(a, b, kind)
     if not math.isfinite(d.lo) or d.lo == d.hi:
         p = 0.0 if (math.isfinite(d.lo) and abs(d.mean) < margin) else 1.0
-        return Interval(d.test, d.mean, d.lo, d.hi, d.n, kind, p)
+        return Interval(d.test, d.mean, d.lo, d.hi, d.n, kind, p, d.se, d.df)
     x, y = _clean(a.values()), _clean(b.values())
     if d.test == "paired t":
         seeds = sorted(set(a) & set(b), key=str)
@@ -129,4 +153,34 @@ def tost(a: dict, b: dict, margin: float, kind: str = "points") -> Interval:
     else:
         p_low = stats.ttest_ind(x + margin, y, equal_var=False, alternative="greater").pvalue
         p_high = stats.ttest_ind(x - margin, y, equal_var=False, alternative="less").pvalue
-    return Interval(d.test, d.mean, d.lo, d.hi, d.n, kind, float(max(p_low, p_high)))
+    return Interval(d.test, d.mean, d.lo, d.hi, d.n, kind, float(max(p_low, p_high)), d.se, d.df)
+
+
+def _se(mean: float, hi: float, df: float) -> float:
+    """The standard error behind a two-sided LEVEL t interval (mean, hi)."""
+    return float((hi - mean) / stats.t.ppf(0.5 + LEVEL / 2, df))
+
+
+POWER = 0.8  # the power every design is sized for (and every "seeds it would need" is computed at)
+MAX_SEEDS = 10_000  # beyond this, "no affordable n": the design, not the seed count, must change
+
+
+def seeds_needed(sd: float, distance: float, one_sided_alpha: float = ALPHA / 2, power: float = POWER,
+                 paired: bool = True) -> int | None:
+    """The fewest seeds (pairs) n >= 2 whose t interval excludes a boundary `distance` away from the true effect
+    with probability `power`: (t_{1-a, n-1} + t_{power, n-1}) sd / sqrt(n) <= distance (the usual normal
+    approximation to the noncentral t, with t quantiles). Welch (paired=False): n per arm, sd of each arm, so the
+    difference's sd is sqrt(2) sd. None when no n up to MAX_SEEDS does (distance 0, or tiny against sd)."""
+    if not (sd > 0) or not (distance > 0):
+        return None if not (distance > 0) else 2
+    sd = sd if paired else math.sqrt(2) * sd
+    if (stats.norm.ppf(1 - one_sided_alpha) + stats.norm.ppf(power)) * sd / math.sqrt(MAX_SEEDS) > distance:
+        return None
+    lo, hi = 2, MAX_SEEDS
+    while lo < hi:  # the left side falls with n: bisect for the first n that meets the bound
+        n = (lo + hi) // 2
+        if (stats.t.ppf(1 - one_sided_alpha, n - 1) + stats.t.ppf(power, n - 1)) * sd / math.sqrt(n) <= distance:
+            hi = n
+        else:
+            lo = n + 1
+    return lo

@@ -71,7 +71,8 @@ def figures_run(scale: str | None) -> str:
 def claims_table(results) -> str:
     lines = ["| claim | verdict | ours | paper | runs |", "|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| **{r.id}** {_cell(r.title)} | **{r.verdict}** | {_cell(r.ours)} | {_cell(r.paper)} | "
+        on = f" on {r.data}" if r.data else ""
+        lines.append(f"| **{r.id}**{on} {_cell(r.title)} | **{r.verdict}** | {_cell(r.ours)} | {_cell(r.paper)} | "
                      f"{len(r.runs)} |")
     return "\n".join(lines)
 
@@ -85,7 +86,8 @@ def claim_blocks(result, scale: str | None, figure: str | None) -> list[dict]:
         text.append("- Reading: " + "; ".join(_check(c) for c in result.checks))
     if arms:
         text.append("- Arms (W&B job type): " + ", ".join(f"`{arm}` ({n})" for arm, n in sorted(arms.items())))
-    blocks = [{"type": "H2", "text": f"{result.id}: {result.title}"}, {"type": "MarkdownBlock", "text": "\n".join(text)},
+    on = f" on {result.data}" if result.data else ""
+    blocks = [{"type": "H2", "text": f"{result.id}{on}: {result.title}"}, {"type": "MarkdownBlock", "text": "\n".join(text)},
               {"type": "PanelGrid",
                "runsets": [{"name": f"{result.id}: {result.experiment}", "filters": runs_filter(result.experiment, scale),
                             "groupby": ["JobType"]}],
@@ -93,11 +95,11 @@ def claim_blocks(result, scale: str | None, figure: str | None) -> list[dict]:
     if figure:
         blocks += [{"type": "MarkdownBlock",
                     "text": f"Our figure, with the paper's numbers beside ours: `{figure}` (beside REPORT.md), "
-                            f"uploaded by the publish step as `figures/{result.id}` of run `{figures_run(scale)}`."},
+                            f"uploaded by the publish step as `figures/{result.slug}` of run `{figures_run(scale)}`."},
                    {"type": "PanelGrid",
                     "runsets": [{"name": "figures", "filters": f"Metric('ID') == '{figures_run(scale)}'"}],
-                    "panels": [{"type": "MediaBrowser", "title": f"{result.id}: our figure",
-                                "media_keys": [f"figures/{result.id}"], "num_columns": 1,
+                    "panels": [{"type": "MediaBrowser", "title": f"{result.id}{on}: our figure",
+                                "media_keys": [f"figures/{result.slug}"], "num_columns": 1,
                                 "layout": {"x": 0, "y": 0, "w": 24, "h": 12}}]}]
     return blocks
 
@@ -112,7 +114,7 @@ def report_spec(results, figures: dict, *, scale: str | None, project: str = "bn
                        "REPORT.md beside this report's specification has every number."},
               {"type": "H2", "text": "Claims and verdicts"}, {"type": "MarkdownBlock", "text": claims_table(results)}]
     for r in results:
-        blocks += claim_blocks(r, scale, Path(figures[r.id]).name if r.id in figures else None)
+        blocks += claim_blocks(r, scale, Path(figures[r.slug]).name if r.slug in figures else None)
     return {"format": FORMAT, "title": title, "project": project, "entity": entity, "scale": scale,
             "figures_run": figures_run(scale),
             "figures": {rid: Path(path).name for rid, path in sorted(figures.items())},

@@ -1,0 +1,102 @@
+"""The protocol every verdict follows (issue 21): exploration apart from confirmation.
+
+A claim's design (its datasets, budget, arms, thresholds, n) is chosen on pilot runs with their own seeds, frozen
+in the claim's module as a `Design` with the pilot numbers that justified it, and committed; only then are the
+confirmation seeds run, and the verdict reads those alone. The report names each claim's design commit and refuses
+(judges nothing, says why) confirmation runs whose config differs from the frozen design or whose code predates it.
+
+Seeds, by range (declared here once; configs/scale/*.yaml's `seeds` and `pilot_seeds` follow it):
+  0-999      exploration before the protocol (the runs of issue 9 and earlier, seen while designing): never read
+  1000-1999  pilot seeds: where designs, budgets, thresholds and n are chosen (`make pilot`)
+  2000-      confirmation seeds: the only ones a verdict under a frozen design reads
+A scale without a frozen design (today: cifar, imagenet) is judged on whatever seeds ran and labelled
+exploratory: nothing there was chosen before its runs."""
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+PILOT_FROM, CONFIRMATION_FROM = 1000, 2000
+
+
+def role(seed) -> str:
+    """exploration, pilot or confirmation, by the seed's range."""
+    s = int(seed) if isinstance(seed, (int, float)) or str(seed).lstrip("-").isdigit() else -1
+    return "confirmation" if s >= CONFIRMATION_FROM else "pilot" if s >= PILOT_FROM else "exploration"
+
+
+@dataclass(frozen=True)
+class Design:
+    """One claim's design at one scale, frozen before its confirmation runs.
+
+    data: the datasets it runs on, a verdict each (in this order).
+    config: keys every confirmation run must have: {dotted key: value}, or {dotted key: {dataset: value}}.
+    n: confirmation seeds per arm (from the pilot's spread, 80% power, capped by the suite's budget: `pilot` says).
+    pilot: the pilot numbers that chose it, in words (seeds, spread, the n they give, the cap).
+    commit: the commit that froze it; confirmation runs made from code before it are refused. Empty until the
+    design's commit exists (it is recorded in a later commit, before any confirmation run)."""
+
+    data: tuple[str, ...]
+    config: dict[str, Any] = field(default_factory=dict)
+    n: int = 5
+    pilot: str = ""
+    commit: str = ""
+
+    def expected(self, key: str, data: str):
+        value = self.config[key]
+        return value.get(data) if isinstance(value, dict) else value
+
+    def outside(self, run) -> str | None:
+        """Why a confirmation run is outside this design, or None."""
+        data = run.get("data.name")
+        if data not in self.data:
+            return f"data.name={data} (the design runs {', '.join(self.data)})"
+        for key in self.config:
+            want = self.expected(key, data)
+            have = run.get(key)
+            if want is not None and _norm(have) != _norm(want):
+                return f"{key}={have!r} (the design says {want!r})"
+        rev = run.summary.get("git_rev")
+        if self.commit and rev and before(rev, self.commit):
+            return f"made from code {rev}, before the design was frozen at {self.commit}"
+        return None
+
+
+def _norm(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_norm(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@lru_cache(maxsize=None)
+def before(rev: str, commit: str) -> bool:
+    """Whether rev is a strict ancestor of commit (code older than the design). False where git cannot tell
+    (no repository, an unknown commit): the report then says the check was not made, in design_note."""
+    try:
+        same = subprocess.run(["git", "-C", str(ROOT), "rev-parse", rev, commit], capture_output=True, text=True,
+                              timeout=10)
+        if same.returncode or len(set(same.stdout.split())) == 1:
+            return False
+        done = subprocess.run(["git", "-C", str(ROOT), "merge-base", "--is-ancestor", rev, commit],
+                              capture_output=True, timeout=10)
+        return done.returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@lru_cache(maxsize=None)
+def known(commit: str) -> bool:
+    """Whether this checkout's git knows the commit (so the ancestry check is made)."""
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{commit}^{{commit}}"],
+                              capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
