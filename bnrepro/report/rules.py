@@ -46,6 +46,7 @@ class Test:
     fail_at: float | None = None  # None: the same as the threshold
     unit: str = "points"  # points (accuracy differences), ratio, plain
     why: str = ""  # why this threshold (or margin)
+    noise: float = 0.0  # the measure's float-noise floor (the value a perfect result can still show)
 
     def outcome(self, iv: Interval | None) -> str:
         if iv is None or math.isnan(iv.mean):
