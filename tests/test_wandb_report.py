@@ -225,11 +225,12 @@ def test_why_claims_get_panels_of_what_their_probes_log():
                                                                                  p.get("metrics", [])]}
     assert "init_grad_growth" in keys["C12"] and "train_loss" in keys["C13"]
     assert {"wnorm_0", "eff_lr_0", "end_probes.si_out_max", "end_probes.si_grad_max"} <= keys["C14"]
-    assert {"end_probes.fold_max_rel_diff", "end_probes.fold_disagree", "end_probes.fold_speedup"} == keys["C15"]
+    assert {"end_probes.fold_fp64_max_rel_diff", "end_probes.fold_fp32_ratio", "end_probes.fold_disagree",
+            "end_probes.fold_speedup"} == keys["C15"]
     model = validate(build_report(spec))
     bars = [p["config"] for b in model["spec"]["blocks"] if b["type"] == "panel-grid"
             for p in b["metadata"]["panelBankSectionConfig"]["panels"] if p["viewType"] == "Bar Chart"]
-    assert any("end_probes.fold_max_rel_diff" in json.dumps(c) for c in bars)
+    assert any("end_probes.fold_fp64_max_rel_diff" in json.dumps(c) for c in bars)
 
 
 def test_a_spec_of_another_format_is_refused(results):
