@@ -9,7 +9,7 @@ RUNS    ?= runs/$(SCALE)
 OUT     ?= results/$(SCALE)
 export WANDB_MODE ?= offline
 
-.PHONY: help env reproduce report test test-all bench gpu-check clean
+.PHONY: help env reproduce pilot report test test-all bench gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -24,6 +24,9 @@ env: $(STAMP)  ## create .venv with the pinned dependencies
 
 reproduce: $(STAMP)  ## run every claim at SCALE (cpu|cifar|imagenet), then write results/SCALE
 	SCALE=$(SCALE) LAUNCHER=$(LAUNCHER) RUNS=$(RUNS) OUT=$(OUT) PATH=$(abspath $(BIN)):$$PATH scripts/reproduce.sh
+
+pilot: $(STAMP)  ## run the suite on the pilot seeds into runs/pilot/SCALE and write its power table (designs are chosen there)
+	SCALE=$(SCALE) LAUNCHER=$(LAUNCHER) PILOT=1 PATH=$(abspath $(BIN)):$$PATH scripts/reproduce.sh
 
 report: $(STAMP)  ## rebuild results/SCALE from the finished runs in RUNS (FORCE=1: even from fewer runs)
 	$(BIN)/python -m bnrepro.report $(RUNS) --out $(OUT) $(if $(FORCE),--force)

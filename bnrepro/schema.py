@@ -219,7 +219,10 @@ class TrainConfig(Group):
     claim: Optional[str] = None                  # the claim id (C1..C15) an experiment tests; null for ad-hoc runs
     targets: list[float] = [0.8, 0.9, 0.95]      # summary.json: the first eval step reaching each test accuracy
     scale_name: str = "cpu"                      # set by configs/scale/<scale>.yaml
-    seeds: Optional[str] = None                  # the scale's seed axis for sweeps ("0,1,2,3,4")
+    seeds: Optional[str] = None                  # the scale's confirmation seeds, every sweep's seed axis
+                                                 # ("2000,...": ranges in bnrepro/report/design.py)
+    pilot_seeds: Optional[str] = None            # the scale's pilot seeds (`make pilot`: seeds=${pilot_seeds})
+    datasets: Optional[str] = None               # the scale's dataset axis, every sweep's `data` ("digits,mnist1d")
     claims: dict[str, Any] = {}                  # the scale's role choices (configs/claims/net, ...: group choices)
     base_lr: Optional[float] = Field(None, gt=0)  # the scale's no-BN base rate that C2/C10 multiply
     steps_by_data: Optional[dict[str, int]] = None  # cpu: a claim's step budget per embedded dataset (data.name)

@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE=${SCALE:-cpu}
 LAUNCHER=${LAUNCHER:-joblib}
-RUNS=${RUNS:-runs/$SCALE}
+PILOT=${PILOT:-0}
+if [ "$PILOT" = 1 ]; then RUNS=${RUNS:-runs/pilot/$SCALE}; else RUNS=${RUNS:-runs/$SCALE}; fi
 OUT=${OUT:-results/$SCALE}
 EXTRA=${EXTRA:-}
 export WANDB_MODE=${WANDB_MODE:-offline} HYDRA_FULL_ERROR=${HYDRA_FULL_ERROR:-0}
@@ -38,6 +39,8 @@ KEEP_GOING=${KEEP_GOING:-0}
 JOBS=()
 if [ "$SCALE" = cifar ] && [ "$LAUNCHER" = joblib ]; then JOBS=("hydra.launcher.n_jobs=${JOBS_PER_GPU:-4}"); fi
 
+SEEDS=()
+if [ "$PILOT" = 1 ]; then SEEDS=('seeds=${pilot_seeds}'); fi
 start=$(date +%s)
 total=$(wc -w <<< "$EXPERIMENTS")
 k=0
@@ -48,7 +51,7 @@ for experiment in $EXPERIMENTS; do
   status=0
   # shellcheck disable=SC2086  # EXTRA is a list of overrides
   "$PYTHON" -m bnrepro.train -m "experiment=$experiment" "scale=$SCALE" "hydra/launcher=$LAUNCHER" \
-    "hydra.sweep.dir=$RUNS/$experiment" "${JOBS[@]}" $EXTRA || status=$?
+    "hydra.sweep.dir=$RUNS/$experiment" "${JOBS[@]}" "${SEEDS[@]}" $EXTRA || status=$?
   if [ "$status" -ne 0 ]; then
     echo "[$k/$total] $experiment FAILED (exit $status) after $(( $(date +%s) - t0 )) s: see the error lines above" \
       "and the failed runs' summary.json in $RUNS/$experiment" >&2
@@ -62,6 +65,11 @@ for experiment in $EXPERIMENTS; do
   progress_line "$k" "$total" "$experiment" "$before" "$(finished_runs "$RUNS/$experiment")" \
     $(( $(date +%s) - t0 )) $(( $(date +%s) - start ))
 done
+if [ "$PILOT" = 1 ]; then
+  "$PYTHON" -m bnrepro.report.power "$RUNS" --out "$RUNS/POWER.md"
+  echo "pilot: the power table is in $RUNS/POWER.md; freeze each claim's Design (bnrepro/claims/) from it"
+  exit 0
+fi
 "$PYTHON" -m bnrepro.report "$RUNS" --out "$OUT" --wandb
 elapsed=$(( $(date +%s) - start ))
 printf 'reproduce: scale=%s, %d experiments, total wall time %d min %02d s; report in %s/REPORT.md\n' \

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from bnrepro.report import plots as P, stats, style
+from bnrepro.report.design import Design
 from bnrepro.report.judging import (
     DIRECTION_RATIO, Claim, Judged, Missing, Result, STABLE_FACTOR, arm_json, arms_of, by_seed, drift, mean_curves,
     need)
@@ -53,10 +54,23 @@ def c4(result: Result):
     return fig
 
 
+PILOT_CPU = (
+    "exploration runs, seeds 0-4 (results/cpu at dd16a63, `python -m bnrepro.report.power runs/cpu`), MNIST-1D "
+    "only: drift ratio (one unit) 0.60x [0.19, 1.89], sd of log 0.92 (n=16 for a factor 2). n capped at 5 seeds per "
+    "arm by the suite's 30-minute budget on 2 cores (both datasets).")
+# The design, frozen before the confirmation seeds ran (bnrepro/report/design.py): the report judges only
+# confirmation runs of this config, and names the commit.
+DESIGNS = {"cpu": Design(
+    data=('digits', 'mnist1d'),
+    config={"trainer.max_steps": 6000, "trainer.eval_every": 150},
+    n=5,
+    pilot=PILOT_CPU)}
+
+
 CLAIM = Claim(
     "C4", "BN stabilizes the distribution of layer inputs", ("c4_drift", "fig1"), {},
     "Fig. 1(b, c): without BN the 15/50/85th percentiles of a sigmoid input move a lot over training; with BN "
-    "they are much more stable (no number given)", RULE_C4, ("model.norm",), judge_c4)
+    "they are much more stable (no number given)", RULE_C4, ("model.norm",), judge_c4, designs=DESIGNS)
 FIGURE = c4
 
 

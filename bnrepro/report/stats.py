@@ -63,7 +63,12 @@ class Interval:
 
     def to_json(self) -> dict:
         return {"test": self.test, "mean": self.mean, "lo": self.lo, "hi": self.hi, "n": self.n, "kind": self.kind,
-                "p_tost": self.p_tost, "text": self.fmt()}
+                "p_tost": self.p_tost, "se": self.se, "df": self.df, "text": self.fmt()}
+
+    @classmethod
+    def from_json(cls, j: dict) -> "Interval":
+        return cls(j["test"], j["mean"], j["lo"], j["hi"], j["n"], j["kind"], j.get("p_tost"), j.get("se"),
+                   j.get("df"))
 
 
 def _clean(values) -> np.ndarray:

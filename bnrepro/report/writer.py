@@ -144,7 +144,7 @@ def markdown(results: list[Headline], figures: dict[str, Path], runs, runs_dir: 
             if r.verdict == INCONCLUSIVE and r.decide:
                 lines += ["", "What would decide it: " + "; ".join(r.decide) + "."]
             if r.slug in figures:
-                lines += ["", f"![{h.id} on {r.data}]({figures[r.slug].name})"]
+                lines += ["", f"![{h.id}{' on ' + r.data if r.data else ''}]({figures[r.slug].name})"]
     failed = [run for run in runs if run.status not in ("completed", "diverged")]
     if failed:
         lines += ["", "## Failed, interrupted or unreadable runs (left out of every statistic)", "",
