@@ -119,3 +119,20 @@ def test_c4_judges_every_unit_not_the_drawn_one():
     with pytest.raises(Missing):  # runs from before the probe wrote per-unit series: not judged on one unit
         judge_c4([Run(r.dir, r.config, r.summary, [{k: v for k, v in m.items() if "units" not in k}
                                                    for m in r.metrics]) for r in runs["bn"] + runs["none"]])
+
+
+def test_a_tiny_run_writes_every_units_series_and_the_report_reads_it(tmp_path):
+    from bnrepro.report.runs import load_run
+    from bnrepro.train import train
+    from conftest import compose_cfg
+
+    train(compose_cfg("trainer.max_steps=40", "trainer.eval_every=10", "logger=none", "trainer.progress=none"),
+          run_dir=tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    width = 100  # the default MLP's last hidden layer
+    for row in rows:
+        for prefix in ("probe_units_p", "probe_train_units_p"):
+            assert [len(row[f"{prefix}{q}"]) for q in (15, 50, 85)] == [width] * 3
+        assert row["probe_units_p50"][0] == pytest.approx(row["probe_p50"])  # unit 0 is the drawn unit
+    d = unit_drifts(load_run(tmp_path))
+    assert d.shape == (width,) and np.isfinite(d).all() and drift_units(load_run(tmp_path)) > 0
