@@ -178,7 +178,7 @@ class Trainer(Group):
     score_last_k: int = Field(3, ge=1)           # summary.json's score: mean test accuracy over the last k evals
     device: str = "auto"                         # auto picks cuda when available
     train_eval_examples: int = Field(1000, ge=1)  # a fixed training subset evaluated at each eval (train-test gap)
-    probe_unit: int = Field(0, ge=0)             # which unit of the last hidden layer the Fig. 1 probe watches
+    probe_unit: int = Field(0, ge=0)             # the unit Fig. 1 draws (every unit is recorded, judged)
     probes: list[str] = ["percentiles"]          # measurements beside training (bnrepro/probes/)
     final_eval: list[Literal[FINAL_EVALS]] = ["ema"]  # inference variants at the end: ema | precise | precise_alg2 |
                                                  # batch (C8)

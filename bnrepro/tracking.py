@@ -25,6 +25,9 @@ ONLINE_TIMEOUT_S = 20  # how long a run waits for the W&B server before it logs 
 
 
 def _finite_or_none(v):
+    """NaN/inf as null (strict JSON), also inside a list (a per-unit probe series, bnrepro/probes/percentiles.py)."""
+    if isinstance(v, list):
+        return [_finite_or_none(x) for x in v]
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 

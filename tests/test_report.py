@@ -25,6 +25,7 @@ STEPS = 2000
 EVAL_AT = sorted({int(s) for s in np.geomspace(10, STEPS, 30)})  # log-spaced, dense where curves move
 SEEDS = (0, 1, 2, 3, 4)
 K = 3  # score_k
+UNIT_DRIFT = (0.5, 1.0, 1.0, 2.0)  # each unit's drift over the run's probe_drift; their geometric mean: 1
 
 
 def _rng(overrides: dict, seed: int, salt: str = "") -> np.random.Generator:
@@ -38,9 +39,10 @@ def make_run(root: Path, name: str, seed: int, overrides: dict, final, *, rate: 
              extra: dict | None = None, scale: str = "toy", seed_offset: int = 0) -> Path:
     """One run directory as the loop writes it (rundir.write_run). Accuracy rises as final*(1-exp(-rate*t/300)), with a per-seed
     offset of sd `noise` (final may be a list: one value per seed); the probe's median moves linearly by
-    probe_drift (in units of the spread 2.0) over training. `extra`: more metrics keys, each one value for every
-    row (a list: one value per seed), e.g. the landscape and grad_norms probes' keys. Scale "toy" has no frozen
-    design (bnrepro/report/design.py), so the rules are tested on any seeds; the design's own tests use "cpu"."""
+    probe_drift (in units of the spread 2.0) over training; the per-unit series (probe_units_p*) have UNIT_DRIFT
+    units moving by those multiples of it (geometric mean: probe_drift). `extra`: more metrics keys, each one value
+    for every row (a list: one value per seed), e.g. the landscape and grad_norms probes' keys. Scale "toy" has no
+    frozen design (bnrepro/report/design.py), so the rules are tested on any seeds; the design's own tests use "cpu"."""
     rng = _rng(overrides, seed)
     final = final[seed] if isinstance(final, (list, tuple)) else final + noise * rng.standard_normal()
     index, seed = seed, seed + seed_offset  # per-seed lists are indexed 0..n-1 whatever the seeds' range
@@ -69,6 +71,8 @@ def make_run(root: Path, name: str, seed: int, overrides: dict, final, *, rate: 
                "train_acc": min(1.0, acc + 0.02), "lr": 0.1, "wall_s": step / 1000, "examples_per_s": 6e4,
                "probe_p15": median - 1.0, "probe_p50": median, "probe_p85": median + 1.0,
                "probe_train_p15": median - 1.0, "probe_train_p50": median, "probe_train_p85": median + 1.0}
+        for prefix in ("probe_units_p", "probe_train_units_p"):
+            row.update({f"{prefix}{q}": [f * median + q / 35 - 50 / 35 for f in UNIT_DRIFT] for q in (15, 50, 85)})
         if val:
             row.update(val_acc=acc, val_loss=1 - acc)
         row.update({k: v[index] if isinstance(v, (list, tuple)) else v for k, v in (extra or {}).items()})
