@@ -9,7 +9,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 LEVEL = 0.95  # every interval in the report; TOST at alpha = 1 - LEVEL (a 90% interval inside the margin)
 ALPHA = 1 - LEVEL
@@ -68,6 +67,8 @@ def mean_ci(values, kind: str = "acc", test: str = "t (one sample)") -> Interval
     degenerate = _degenerate(test, mean, len(x), float(x.std(ddof=1)) if len(x) > 1 else 0.0, kind)
     if degenerate:
         return degenerate
+    from scipy import stats  # here, not at the top: the door imports this module (via the claims) in every job
+
     lo, hi = stats.ttest_1samp(x, 0.0).confidence_interval(LEVEL)
     return Interval(test, mean, float(lo), float(hi), len(x), kind)
 
@@ -80,6 +81,8 @@ def paired(a: dict, b: dict, kind: str = "points") -> Interval:
     degenerate = _degenerate("paired t", mean, len(d), float(d.std(ddof=1)) if len(d) > 1 else 0.0, kind)
     if degenerate:
         return degenerate
+    from scipy import stats
+
     lo, hi = stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).confidence_interval(LEVEL)
     return Interval("paired t", mean, float(lo), float(hi), len(d), kind)
 
@@ -93,6 +96,8 @@ def welch(a, b, kind: str = "points") -> Interval:
         return Interval("Welch t", mean, -math.inf, math.inf, n, kind)
     if x.std(ddof=1) == 0 and y.std(ddof=1) == 0:
         return Interval("Welch t", mean, mean, mean, n, kind)
+    from scipy import stats
+
     lo, hi = stats.ttest_ind(x, y, equal_var=False).confidence_interval(LEVEL)
     return Interval("Welch t", mean, float(lo), float(hi), n, kind)
 
@@ -120,6 +125,8 @@ def tost(a: dict, b: dict, margin: float, kind: str = "points") -> Interval:
     if not math.isfinite(d.lo) or d.lo == d.hi:
         p = 0.0 if (math.isfinite(d.lo) and abs(d.mean) < margin) else 1.0
         return Interval(d.test, d.mean, d.lo, d.hi, d.n, kind, p)
+    from scipy import stats
+
     x, y = _clean(a.values()), _clean(b.values())
     if d.test == "paired t":
         seeds = sorted(set(a) & set(b), key=str)
