@@ -67,8 +67,8 @@ class TreeCPU:
             while new:
                 new = {pid for pid, (ppid, _, _) in procs.items() if ppid in new} - tree
                 tree |= new
-            for pid in tree & procs.keys():
-                self.seen[pid] = (procs[pid][2], procs[pid][1])
+            for pid in tree & procs.keys():  # an exited (zombie) process has an empty command line: keep the last
+                self.seen[pid] = (procs[pid][2] or self.seen.get(pid, ("", 0.0))[0], procs[pid][1])
             self.done.wait(self.every)
 
     def stop(self) -> dict[str, float]:
