@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -105,7 +106,8 @@ def sweep(experiments: list[str], extra: list[str], out: Path) -> None:
         train = sum(s.get("train_cpu_s") or 0.0 for s in runs)
         rows.append({"experiment": exp, "runs": len(runs), "wall": wall, "cpu": cpu, "roles": roles,
                      "train_cpu_s": train, "train_s": sum(s.get("train_s") or 0.0 for s in runs),
-                     "wall_s": sum(s.get("wall_s") or 0.0 for s in runs)})
+                     "wall_s": sum(s.get("wall_s") or 0.0 for s in runs),
+                     "inside_each": [(s.get("wall_s") or 0.0) - (s.get("train_s") or 0.0) for s in runs]})
         print(f"{exp}: {len(runs)} runs in {wall:.1f} s wall, {cpu:.1f} CPU s ("
               + ", ".join(f"{k} {v:.1f}" for k, v in sorted(roles.items())) + f"); training steps {train:.1f} "
               f"CPU s = {train / max(cpu, 1e-9):.0%}; fixed cost {(cpu - train) / max(len(runs), 1):.2f} CPU s "
@@ -117,16 +119,21 @@ def sweep(experiments: list[str], extra: list[str], out: Path) -> None:
     (out / "profile.json").write_text(json.dumps(rows, indent=1))
 
 
-def extrapolate(rows_file: Path, main_runs: Path) -> None:
-    """The whole suite from a measured subset: the subset's fixed CPU cost per experiment (the launcher) and per
-    run (the workers' and W&B's CPU time but the steps': their start-up is shared by a sweep's runs), times the
-    experiments and runs of SUITE_RUNS; training from main_runs' summaries (train_cpu_s, or where a run has
-    none, its wall_s less the subset's in-run fixed cost: wall time, so an estimate)."""
+WORKER_IMPORTS = "import bnrepro.train, wandb.sdk.launch, sklearn.datasets, torch._dynamo"  # what a worker's first job loads
+
+
+def extrapolate(rows_file: Path, main_runs: Path, workers: int = 2) -> None:
+    """The whole suite from a measured subset. Fixed cost per experiment: its launcher, and the start-up of its
+    `workers` joblib workers (their imports, measured here in a fresh interpreter); per run: the rest of the
+    workers' and W&B's CPU time but the steps'. Training: main_runs' summaries (train_cpu_s, or where a run has
+    none, its wall_s less the subset's median in-run fixed cost: wall time, so an estimate)."""
     rows = json.loads(rows_file.read_text())
     n, k = sum(r["runs"] for r in rows), len(rows)
-    per_exp = sum(r["roles"].get("launcher", 0.0) for r in rows) / k
-    per_run = sum(r["cpu"] - r["roles"].get("launcher", 0.0) - r["train_cpu_s"] for r in rows) / n
-    inside = sum(r["wall_s"] - r["train_s"] for r in rows) / n
+    start = min(_cpu([sys.executable, "-c", WORKER_IMPORTS]) for _ in range(2))
+    per_exp = sum(r["roles"].get("launcher", 0.0) for r in rows) / k + workers * start
+    per_run = (sum(r["cpu"] - r["roles"].get("launcher", 0.0) - r["train_cpu_s"] for r in rows)
+               - k * workers * start) / n
+    inside = statistics.median(x for r in rows for x in r["inside_each"])
     train, estimated = 0.0, 0
     for exp in SUITE_RUNS:
         for s in summaries(main_runs / exp):
@@ -135,9 +142,10 @@ def extrapolate(rows_file: Path, main_runs: Path) -> None:
             estimated += "train_cpu_s" not in s
             train += s["train_cpu_s"] if "train_cpu_s" in s else max((s.get("wall_s") or 0.0) - inside, 0.0)
     fixed = per_exp * len(SUITE_RUNS) + per_run * sum(SUITE_RUNS.values())
-    print(f"suite: fixed costs from {n} runs of {k} experiments ({per_exp:.1f} CPU s per experiment + "
-          f"{per_run:.2f} per run) = {fixed:.0f} CPU s; training {train:.0f} CPU s from {main_runs} "
-          f"({estimated} runs' from wall_s - {inside:.2f} s): {train / (train + fixed):.0%} training")
+    print(f"suite: fixed costs from {n} runs of {k} experiments ({per_exp:.1f} CPU s per experiment, of which "
+          f"{workers} x {start:.1f} the workers' imports, + {per_run:.2f} per run) = {fixed:.0f} CPU s; training "
+          f"{train:.0f} CPU s from {main_runs} ({estimated} runs' from wall_s - {inside:.2f} s, the median): "
+          f"{train / (train + fixed):.0%} training")
 
 
 class Phases:
