@@ -119,7 +119,9 @@ def sweep(experiments: list[str], extra: list[str], out: Path) -> None:
     (out / "profile.json").write_text(json.dumps(rows, indent=1))
 
 
-WORKER_IMPORTS = "import bnrepro.train, wandb.sdk.launch, sklearn.datasets, torch._dynamo"  # what a worker's first job loads
+# what a joblib worker loads by the end of its first job (wandb.init imports its launch package, the first
+# torch optimizer torch._dynamo, the digits loader scikit-learn)
+WORKER_IMPORTS = "import bnrepro.train, wandb.sdk.launch, sklearn.datasets, torch._dynamo"
 
 
 def extrapolate(rows_file: Path, main_runs: Path, workers: int = 2) -> None:
