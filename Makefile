@@ -9,7 +9,7 @@ RUNS    ?= runs/$(SCALE)
 OUT     ?= results/$(SCALE)
 export WANDB_MODE ?= offline
 
-.PHONY: help env reproduce pilot report test test-all bench gpu-check clean
+.PHONY: help env reproduce pilot report test test-all bench profile-suite gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -39,6 +39,9 @@ test-all: $(STAMP)  ## every test, slow ones included
 
 bench: $(STAMP)  ## speed benchmarks, written to results/bench
 	PATH=$(abspath $(BIN)):$$PATH scripts/bench.sh
+
+profile-suite: $(STAMP)  ## where the suite's CPU time goes: training steps or fixed cost (c2_lr, c5_dropout, seeds 0,1; ~5 min)
+	WANDB_MODE=offline $(BIN)/python scripts/profile_suite.py sweep --main-runs $(RUNS)
 
 # gpu-check runs with GPU_CHECK_PYTHON, or PY when given on the command line or in the environment (a machine's
 # own python with its CUDA torch, our pure-Python dependencies on PYTHONPATH): then no .venv is built.

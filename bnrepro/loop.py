@@ -207,7 +207,9 @@ class RunState:
     recent_test/recent_val: the last score_k accuracies (the honest score); best_val_*: the early-stopping
     view, chosen on validation only; diag_best_test_acc: a labelled diagnostic no rule may read. targets maps
     each target accuracy (as a string) to the first eval step reaching it. loss_sum and wall_s are the values
-    at the checkpoint: the loop keeps the running loss sum on the device and the clock in a `Clock`."""
+    at the checkpoint: the loop keeps the running loss sum on the device and the clock in a `Clock`. train_s and
+    train_cpu_s: the wall and CPU seconds spent in training steps so far (`StepTime`; summary.json's, beside
+    wall_s: what share of a run, and of a suite, is training; timings, never numbers a rule reads)."""
 
     step: int = 0
     targets: dict[str, int | None] = field(default_factory=dict)
@@ -224,6 +226,8 @@ class RunState:
     loss_sum: float = 0.0
     wandb_id: str | None = None
     diverged_at: int | None = None
+    train_s: float = 0.0
+    train_cpu_s: float = 0.0
 
     @classmethod
     def fresh(cls, targets) -> RunState:
@@ -380,6 +384,25 @@ def restore(run: Run) -> tuple[RunState, bool]:
     return RunState.from_dict(ckpt["state"], run.cfg.targets), True
 
 
+class StepTime:
+    """The time of the training steps, added to state.train_s (wall) and train_cpu_s (this process's CPU time:
+    a suite's share of training on a busy machine, where wall time also counts the waits for a core). Timed in
+    chunks that `stop` where the loop already waits for the device (an evaluation's loss read; a checkpoint's,
+    where device work still queued counts as the checkpoint's), so it adds no sync; what runs between a `stop`
+    and the next `start` (evaluations, checkpoints, probes at start) is left out."""
+
+    def __init__(self, state: RunState):
+        self.state = state
+        self.start()
+
+    def start(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def stop(self) -> None:
+        self.state.train_s += time.perf_counter() - self.wall
+        self.state.train_cpu_s += time.process_time() - self.cpu
+
+
 class Clock:
     """Wall time of the run across resumes: what the checkpoint recorded plus this process's time."""
 
@@ -417,12 +440,16 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, watch) -> tuple[torch
 
 
 def evaluate_and_log(run: Run, state: RunState, step: int, lr: float, loss_sum: torch.Tensor, now,
-                     tracker: Tracker, batch: tuple[torch.Tensor, torch.Tensor]) -> dict:
+                     tracker: Tracker, batch: tuple[torch.Tensor, torch.Tensor], steps: StepTime | None = None
+                     ) -> dict:
     """The evaluation of one step: the mean training loss since the last one, test (with the probes), the
     fixed training subset and validation; the metrics row is logged and kept in state. The only place the
-    loop talks to the host."""
+    loop talks to the host. `steps`: the clock of the steps since the last evaluation or checkpoint, stopped
+    once the loss read has waited for them."""
     train_loss = (dist.all_reduce_sum(loss_sum.double()).item()
                   / (run.world * (step - state.last_eval_step)))
+    if steps is not None:
+        steps.stop()
     loss_sum.zero_()
     eval_batches, t = run.data.eval_batches, run.cfg.trainer
     with watching(run.probes, "test_eval"):
@@ -463,6 +490,7 @@ def summarize(run: Run, state: RunState, status: str, final_eval: dict, wall_s: 
             "test_acc_at_best_val": state.test_acc_at_best_val, "steps_to": state.targets,
             "steps_to_split": "val" if run.has_val else "test", "diag_best_test_acc": state.diag_best_test_acc,
             "steps": state.step, "diverged_at": state.diverged_at, "final_eval": final_eval, "wall_s": wall_s,
+            "train_s": state.train_s, "train_cpu_s": state.train_cpu_s,
             "params": run.params, "name": cfg.name, "claim": cfg.claim, "scale": cfg.scale_name,
             **code_version(), "torch_version": torch.__version__, "world_size": run.world,
             "config_hash": run.config_hash, "threads": run.threads, "machine": machine()}
@@ -525,7 +553,8 @@ def train_steps(run: Run, state: RunState, now: Clock, tracker: Tracker, progres
                 say, label: str) -> tuple[str, int | None]:
     """Steps from state.step + 1 to max_steps, evaluating at run.evals and checkpointing every ckpt_every
     steps, on a new best and at the end. Returns the status ("completed" or "diverged") and the signal that
-    stopped it (None when none did; a checkpoint is then written before returning)."""
+    stopped it (None when none did; a checkpoint is then written before returning). The steps' own time goes
+    to state.train_s and train_cpu_s (StepTime)."""
     loss_sum = torch.tensor(state.loss_sum, device=run.device)  # summed on the device: no per-step sync
     evals, max_steps, ckpt_every, world, probes = run.evals, run.max_steps, run.ckpt_every, run.world, run.probes
     run.model.train()
@@ -534,9 +563,11 @@ def train_steps(run: Run, state: RunState, now: Clock, tracker: Tracker, progres
         at_init = {k: v for probe in probes for k, v in probe.at_start(view).items()}
         if at_init:
             tracker.log({"step": 0, **at_init})
+    steps = StepTime(state)
     for step in range(state.step + 1, max_steps + 1):
         caught = stop.signum is not None
         if caught if world == 1 else step % SIGNAL_POLL == 0 and dist.any_rank(caught, run.device):
+            steps.stop()
             save(run, state, loss_sum, now())
             return COMPLETED, stop.signum or signal.SIGTERM  # on a rank that only heard of it: SIGTERM
         x, y = next(run.loader)
@@ -547,9 +578,11 @@ def train_steps(run: Run, state: RunState, now: Clock, tracker: Tracker, progres
         progress.advance()  # counts; the bar redraws at most twice a second
         if not at_eval:
             if step % ckpt_every == 0:
+                steps.stop()
                 save(run, state, loss_sum, now())
+                steps.start()
             continue
-        row = evaluate_and_log(run, state, step, lr, loss_sum, now, tracker, (x, y))
+        row = evaluate_and_log(run, state, step, lr, loss_sum, now, tracker, (x, y), steps)
         train_loss, test_acc = row["train_loss"], row["test_acc"]
         if not math.isfinite(train_loss):
             state.diverged_at = step
@@ -558,6 +591,7 @@ def train_steps(run: Run, state: RunState, now: Clock, tracker: Tracker, progres
         is_best = state.record_eval(step, test_acc, row.get("val_acc"), run.score_k)
         if is_best or step % ckpt_every == 0 or step == max_steps:
             save(run, state, loss_sum, now(), is_best)
+        steps.start()
         progress.evaluated(step, train_loss, test_acc)
     return COMPLETED, None
 

@@ -36,7 +36,7 @@ GOLDEN = Path(__file__).parent / "data" / "golden_loop"
 WRITE = os.environ.get("BNREPRO_GOLDEN_WRITE") == "1"
 # what depends on the machine, the clock or the commit rather than on the run's numbers
 ROW_TIMING = {"wall_s", "examples_per_s"}
-SUMMARY_MACHINE = {"wall_s", "git_rev", "git_dirty", "code_hash", "machine", "threads", "torch_version"}
+SUMMARY_MACHINE = {"wall_s", "train_s", "train_cpu_s", "git_rev", "git_dirty", "code_hash", "machine", "threads", "torch_version"}
 # the hash of the resolved config: stored, but not compared, so that a new config option (C11-C15's) does not
 # fail these runs whose numbers it leaves alone
 IDENTITY = "config_hash"

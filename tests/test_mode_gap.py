@@ -18,7 +18,7 @@ from conftest import compose_cfg
 GOLDEN = Path(__file__).parent / "data" / "golden_loop"
 COMMON = ("logger=none", "trainer.threads=1", "trainer.progress=none")
 GHOST = ("trainer.max_steps=40", "trainer.eval_every=20", "model.norm=ghost_bn", "model.ghost_batch=15")
-MACHINE = {"wall_s", "git_rev", "git_dirty", "code_hash", "machine", "threads", "torch_version", "config_hash"}
+MACHINE = {"wall_s", "train_s", "train_cpu_s", "git_rev", "git_dirty", "code_hash", "machine", "threads", "torch_version", "config_hash"}
 
 
 def test_a_run_with_mode_gap_has_the_golden_numbers(tmp_path):

@@ -36,7 +36,7 @@ def without_timing(rs):
 def comparable(summary):
     """The summary's numbers: not its wall time, nor the code version (another process may see the working tree
     after an edit)."""
-    return {k: v for k, v in summary.items() if k not in ("wall_s", "git_rev", "git_dirty", "code_hash")}
+    return {k: v for k, v in summary.items() if k not in ("wall_s", "train_s", "train_cpu_s", "git_rev", "git_dirty", "code_hash")}
 
 
 def stop_after_row(monkeypatch, step, how):

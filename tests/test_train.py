@@ -59,7 +59,7 @@ def test_tiny_run_writes_the_run_directory(tmp_path):
 
 SUMMARY_KEYS = {"status", "score", "score_k", "final_acc", "final_train_acc", "val_score", "best_val_acc",
                 "best_val_step", "test_acc_at_best_val", "steps_to", "steps_to_split", "diag_best_test_acc",
-                "final_eval", "steps", "diverged_at", "wall_s", "params", "name", "claim", "scale", "git_rev",
+                "final_eval", "steps", "diverged_at", "wall_s", "train_s", "train_cpu_s", "params", "name", "claim", "scale", "git_rev",
                 "torch_version", "world_size"}
 
 
@@ -73,6 +73,8 @@ def test_summary_has_the_contracts_keys_and_no_val_split_falls_back_to_test(tmp_
     assert summary["steps_to_split"] == "test"
     assert summary["steps_to"]["0.5"] == min(r["step"] for r in rows if r["test_acc"] >= 0.5)
     assert not (tmp_path / "checkpoints" / "best.pt").exists()  # no validation, no "best"
+    # the steps' share of the run, evaluations left out
+    assert 0 < summary["train_s"] < summary["wall_s"] and 0 < summary["train_cpu_s"]
 
 
 @pytest.mark.parametrize(("eval_at", "every", "steps"), [

@@ -9,7 +9,19 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+
+
+class _Scipy:
+    """scipy.stats, imported on first use: the door imports this module (through the claims' Params) in every
+    job, and ~1 s of scipy there buys nothing (bnrepro/door.py)."""
+
+    def __getattr__(self, name):
+        from scipy import stats as scipy_stats
+
+        return getattr(scipy_stats, name)
+
+
+stats = _Scipy()
 
 LEVEL = 0.95  # every interval in the report; TOST at alpha = 1 - LEVEL (a 90% interval inside the margin)
 ALPHA = 1 - LEVEL

@@ -3,22 +3,35 @@ the paper's numbers as hollow black diamonds labelled "paper ...", a zoom that s
 differences live (and says so), legends outside the data and tick labels that never overlap."""
 from __future__ import annotations
 
+import functools
 import math
 import textwrap
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
-
-from bnrepro.norm import REGISTRY as NORMS  # noqa: E402 - each norm's label, colour and meaning
+from bnrepro.norm import REGISTRY as NORMS  # each norm's label, colour and meaning
 
 FONT = {"title": 9, "label": 8, "tick": 7, "legend": 7, "caption": 8, "suptitle": 10}
-plt.rcParams.update({"font.size": FONT["label"], "axes.titlesize": FONT["title"], "axes.labelsize": FONT["label"],
-                     "xtick.labelsize": FONT["tick"], "ytick.labelsize": FONT["tick"],
-                     "legend.fontsize": FONT["legend"], "axes.grid": True, "grid.alpha": 0.3,
-                     "axes.spines.top": False, "axes.spines.right": False})
+
+
+@functools.cache
+def pyplot():
+    """matplotlib.pyplot with the house style, imported on first use: the door imports this module (via the
+    claims) in every job that has claim_params, which never draws."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": FONT["label"], "axes.titlesize": FONT["title"],
+                         "axes.labelsize": FONT["label"], "xtick.labelsize": FONT["tick"],
+                         "ytick.labelsize": FONT["tick"], "legend.fontsize": FONT["legend"], "axes.grid": True,
+                         "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
+    return plt
+
+
+def __getattr__(name: str):
+    if name == "plt":  # `from bnrepro.report.style import plt` (figures.py) imports it then
+        return pyplot()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # one colour per norm (and per arm family) across every figure; keys are lower-case labels or config names
 COLORS = {  # besides each norm's own, registered with it (bnrepro/norm/), found by color() when asked
@@ -65,7 +78,7 @@ def wrap(text: str, width: int = 14) -> str:
 
 
 def figure(width: float, height: float):
-    return plt.figure(figsize=(width, height), layout="constrained")
+    return pyplot().figure(figsize=(width, height), layout="constrained")
 
 
 def finite(x: float, fallback: float) -> float:
@@ -130,6 +143,8 @@ def zoom(ax, points, unit: str = "%", pad: float = 0.25, label: str | None = Non
 def ratio_axis(axis) -> None:
     """A log axis for ratios, labelled '2x': ticked at 1, 2, 5 x 10^k over up to two decades, else at 10^k.
     Call it after the limits are set."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     lo, hi = sorted(axis.get_view_interval())
     wide = lo > 0 and math.log10(hi / lo) > 2
     axis.set_major_locator(LogLocator(subs=(1.0,) if wide else (1.0, 2.0, 5.0)))
@@ -197,6 +212,8 @@ def visible_ticklabels(axis) -> list:
 def untangle(fig) -> None:
     """Make every axis's tick labels legible: drop minor labels, then rotate (x), shrink, thin, until none
     overlap."""
+    from matplotlib.ticker import NullFormatter
+
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
             for step in range(6):
