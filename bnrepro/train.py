@@ -16,7 +16,7 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from bnrepro import ConfigError, door
+from bnrepro import CONFIGS, ConfigError, door
 from bnrepro import distributed as dist
 from bnrepro.data import check_available
 from bnrepro.identity import RunLock, RunLocked, claim_dir, refuse_foreign, restore_hydra
@@ -143,7 +143,9 @@ def shared_run_dir(own: Path) -> Path:
     return shared
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+# an absolute config path: the same tree whether this module runs as __main__ or is imported (bnrepro/suite.py),
+# where Hydra would read a relative one as a package path
+@hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name="train")
 def hydra_main(cfg: DictConfig) -> None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     run_dir = Path(HydraConfig.get().runtime.output_dir)

@@ -211,31 +211,44 @@ def test_a_failed_job_is_recorded_and_fails_the_sweep_after_the_others(tmp_path)
     assert sum(line.startswith("error: ") for line in res.stderr.splitlines()) >= 1
 
 
-def _fake_python(tmp_path: Path, failing: str) -> Path:
-    """A stand-in for the trainer and the report that fails for one experiment: the driver's logic alone."""
+def _fake_python(tmp_path: Path) -> Path:
+    """A stand-in for python: the suite (bnrepro.suite) fails, the report prints that it ran."""
     script = tmp_path / "python"
-    script.write_text(f"""#!/usr/bin/env bash
-if [ "$2" = bnrepro.train ] && [ "$4" = "experiment={failing}" ]; then echo "error: boom" >&2; exit 1; fi
+    script.write_text("""#!/usr/bin/env bash
+if [ "$2" = bnrepro.suite ]; then echo "error: boom" >&2; exit 1; fi
 echo "ran $*"
 """)
     script.chmod(0o755)
     return script
 
 
+@pytest.mark.parametrize("keep_going", [False, True])
+def test_the_suite_stops_on_a_failed_experiment_or_keeps_going(tmp_path, capsys, monkeypatch, keep_going):
+    from bnrepro import suite
+
+    ran = []
+    monkeypatch.setattr(suite, "sweep", lambda argv: ran.append(argv[0]) or (1 if argv[0] == "experiment=c2_lr" else 0))
+    code = suite.main(["fig1", "c2_lr", "c3_sigmoid", "--runs", str(tmp_path), *(["--keep-going"] * keep_going),
+                       "--", "seed=2000"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "[1/3] fig1: " in out and "[2/3] c2_lr: " not in out  # a finished experiment's line
+    assert "[2/3] c2_lr FAILED (exit 1)" in err
+    if keep_going:
+        assert ran == ["experiment=fig1", "experiment=c2_lr", "experiment=c3_sigmoid"] and "[3/3] c3_sigmoid: " in out
+        assert "1 experiment(s) FAILED: c2_lr" in err
+    else:
+        assert ran == ["experiment=fig1", "experiment=c2_lr"] and "c3_sigmoid" not in out
+
+
 @pytest.mark.parametrize("keep_going", ["0", "1"])
-def test_reproduce_stops_on_a_failed_experiment_or_keeps_going_and_reports(tmp_path, keep_going):
-    env = {**os.environ, "PYTHON": str(_fake_python(tmp_path, "c2_lr")), "EXPERIMENTS": "fig1 c2_lr c3_sigmoid",
+def test_reproduce_reports_after_a_failed_suite_only_when_keeping_going(tmp_path, keep_going):
+    env = {**os.environ, "PYTHON": str(_fake_python(tmp_path)), "EXPERIMENTS": "fig1 c2_lr c3_sigmoid",
            "KEEP_GOING": keep_going, "RUNS": str(tmp_path / "runs"), "OUT": str(tmp_path / "out")}
     res = subprocess.run(["bash", str(ROOT / "scripts" / "reproduce.sh")], env=env, capture_output=True, text=True,
                          timeout=60)
-    assert res.returncode == 1
-    assert "[1/3] fig1: " in res.stdout and "[2/3] c2_lr: " not in res.stdout  # a finished experiment's line
-    assert "[2/3] c2_lr FAILED (exit 1)" in res.stderr
-    if keep_going == "1":
-        assert "[3/3] c3_sigmoid: " in res.stdout and "bnrepro.report" in res.stdout
-        assert "1 experiment(s) FAILED: c2_lr" in res.stderr
-    else:
-        assert "c3_sigmoid" not in res.stdout and "bnrepro.report" not in res.stdout
+    assert res.returncode == 1 and "error: boom" in res.stderr
+    assert ("bnrepro.report" in res.stdout) == (keep_going == "1")
 
 
 # --- damaged files ----------------------------------------------------------------------------------------

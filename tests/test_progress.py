@@ -100,7 +100,7 @@ def test_reproduce_prints_the_index_run_counts_and_eta(tmp_path):
     # the same tiny experiment twice: the second pass finds its run finished and skips it, as a resumed suite does
     env = {**os.environ, "LAUNCHER": "basic", "RUNS": str(tmp_path / "runs"), "OUT": str(tmp_path / "out"),
            "WANDB_MODE": "disabled", "PYTHON": sys.executable, "EXPERIMENTS": "c4_drift c4_drift",
-           "EXTRA": "model.norm=bn seed=0 trainer.max_steps=10 trainer.eval_every=5 logger=none"}
+           "EXTRA": "model.norm=bn data=digits seed=0 trainer.max_steps=10 trainer.eval_every=5 logger=none"}
     done = subprocess.run(["bash", str(ROOT / "scripts" / "reproduce.sh")], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
