@@ -1,40 +1,24 @@
-"""Each claim's embedded dataset at cpu scale is the one chosen by measurement (issue 9; docs/issue9-preregistration.md, README):
-every experiment composes at every scale, every job of its cpu sweep trains on the chosen dataset, and that
-dataset's step budget is the one its claims file states."""
+"""The committed configs run the frozen designs (issue 21; bnrepro/report/design.py): every cpu sweep runs on the
+datasets its claim's Design names (both embedded datasets where the model can take them, a verdict each), every
+job of it has the Design's config, and every experiment composes at every scale."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 import bnrepro  # noqa: F401  (registers the config resolvers)
+from bnrepro.claims import CLAIMS
+from bnrepro.report.runs import Run
+from bnrepro.rundir import flatten
 from conftest import CONFIGS
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
-# the measurement that chose each: README "Which embedded dataset" and the claim's configs/claims/<experiment>/cpu.yaml
-CHOSEN = {
-    "fig1": "mnist1d",
-    "c1_speed": "digits",        # BN-Inception is a 2-D net; MNIST-1D is 1-D
-    "c2_lr": "digits",
-    "c3_sigmoid": "mnist1d",
-    "c4_drift": "mnist1d",
-    "c5_dropout": "mnist1d",
-    "c6_init": "digits",
-    "c7_small_batch": "digits",
-    "c8_popstats": "digits",
-    "c9_noisy": "mnist1d",
-    "c10_small_lr": "mnist1d",
-    # C11-C15 (issue 10): C11 decided on digits (not reproduced), not on MNIST-1D (its precondition fails there);
-    # C13 runs on C2's nets and data; C12, C14 and C15 measure identities and init/end-of-training quantities that
-    # need no accuracy headroom
-    "c11_smoothness": "digits",
-    "c12_init_gradients": "digits",
-    "c13_decoupling": "digits",
-    "c14_scale_invariance": "digits",
-    "c15_folding": "digits",
-}
+DESIGN = {claim.experiments[0]: claim.designs["cpu"] for claim in CLAIMS}
 GPU_DATA = {"cifar": "cifar10", "imagenet": "imagenet"}
 MNIST_AT_GPU = {"fig1"}  # Figure 1 runs on MNIST at the GPU scales
 
@@ -54,31 +38,37 @@ def jobs(cfg) -> list[list[str]]:
     return [[f"{k}={v}" for k, v in zip(keys, values)] for values in itertools.product(*(axes[k] for k in keys))]
 
 
-def test_every_experiment_has_a_chosen_dataset():
-    assert set(CHOSEN) == set(EXPERIMENTS)
+def test_every_experiment_has_a_frozen_cpu_design():
+    assert set(DESIGN) == set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_cpu_sweep_runs_on_the_chosen_dataset(experiment):
+def test_every_cpu_job_is_inside_its_frozen_design(experiment):
+    """Each job of the sweep (data axis and group axes; one job per value axis is enough: values never change the
+    design's keys, except C10's LR, whose budget rule is what the design freezes), composed as the suite composes
+    it, is a run the report would judge: design.outside(run) is None."""
+    design = DESIGN[experiment]
     base = [f"experiment={experiment}", "scale=cpu"]
     cfg = compose_cfg(base)
-    assert cfg.data.name == CHOSEN[experiment]
+    assert tuple(str(cfg.datasets).split(",")) == design.data
     job_list = jobs(cfg)
-    group_axes = [j for j in job_list if any(o.split("=")[0] in ("ladder", "norm_batch", "c8") for o in j)]
+    group_axes = [j for j in job_list if any(o.split("=")[0] in ("ladder", "norm_batch", "c8", "data") for o in j)]
+    seen = set()
     for job in group_axes or job_list[:1]:
-        assert compose_cfg(base + job).data.name == CHOSEN[experiment], job
-    if cfg.steps_by_data:  # the budget follows the dataset
-        budget = cfg.steps_by_data[CHOSEN[experiment]]
-        assert (cfg.claim_params.c10_budget.steps if experiment == "c10_small_lr" else cfg.trainer.max_steps) == budget
+        composed = compose_cfg(base + job + ["seed=2000"])
+        OmegaConf.set_struct(composed, False)
+        composed.pop("hydra")
+        config = flatten(OmegaConf.to_container(composed, resolve=True))
+        run = Run(dir=Path(experiment), config=config, summary={"status": "completed", "scale": "cpu"})
+        assert design.outside(run) is None, (job, design.outside(run))
+        seen.add(config["data.name"])
+    assert seen == set(design.data)
 
 
 @pytest.mark.parametrize("scale", sorted(GPU_DATA))
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_gpu_scales_keep_their_data(experiment, scale):
+    """At the GPU scales the sweep's data axis is the scale's dataset (fig1: MNIST, the paper's Fig. 1 data)."""
     cfg = compose_cfg([f"experiment={experiment}", f"scale={scale}"])
-    assert cfg.data.name == ("mnist" if experiment in MNIST_AT_GPU else GPU_DATA[scale])
-
-
-def test_the_command_line_still_picks_the_data():
-    assert compose_cfg(["experiment=c3_sigmoid", "scale=cpu", "data=digits"]).data.name == "digits"
-    assert compose_cfg(["experiment=c2_lr", "scale=cpu", "data=mnist1d"]).data.name == "mnist1d"
+    data = {o.split("=", 1)[1] for job in jobs(cfg) for o in job if o.startswith("data=")}
+    assert data == {"mnist" if experiment in MNIST_AT_GPU else GPU_DATA[scale]}
