@@ -12,6 +12,7 @@ from torch import nn
 from torch.optim import lr_scheduler
 
 from bnrepro import ConfigError
+from bnrepro.norm.pairs import norm_inputs, scale_invariant
 
 
 def effective_lr(cfg, batch_size: int | None = None) -> float:
@@ -52,8 +53,39 @@ def build_optimizer(cfg, model: nn.Module, batch_size: int | None = None) -> tor
     groups = param_groups(model, cfg.weight_decay, cfg.wd_exempt_norm_bias)
     # foreach: one multi-tensor update per step instead of a Python loop over the parameters (torch picks the
     # loop on CPU by default; 5-15% of a small net's step on digits)
-    return torch.optim.SGD(groups, lr=effective_lr(cfg, batch_size), momentum=cfg.momentum, nesterov=nesterov,
-                           foreach=True)
+    optimizer = torch.optim.SGD(groups, lr=effective_lr(cfg, batch_size), momentum=cfg.momentum,
+                                nesterov=nesterov, foreach=True)
+    if cfg.get("fixed_norm") is not None:
+        fix_norms(optimizer, model, cfg.fixed_norm)
+    return optimizer
+
+
+def fix_norms(optimizer: torch.optim.Optimizer, model: nn.Module, factor) -> list[torch.Tensor]:
+    """After every optimizer step, rescale the weight of each layer a scale-invariant BN follows to `factor` x its
+    norm now (at initialization): w <- w * c / ||w||. BN undoes the rescaling (BN((aW)u) = BN(Wu)), so the net's
+    function is the one the step made, and the effective LR lr/||w||^2 of the layer stays lr/c^2: weight decay's
+    effect on such a layer without weight decay (Hoffer et al. 2018, "Norm matters", sections 3 and 5). `factor`:
+    one multiple for every such layer, or one per layer in module order. Device work only (no host sync). Returns
+    the target norms. On resume the model is re-initialized from the seed before the checkpoint is loaded, so the
+    targets are the same."""
+    weights = [layer.weight for _, layer, _ in norm_inputs(model, scale_invariant)]
+    if not weights:
+        raise ConfigError("optim.fixed_norm needs layers followed by a scale-invariant BN: set model.norm=bn, or "
+                          "optim.fixed_norm=null")
+    factors = list(factor) if hasattr(factor, "__len__") else [factor] * len(weights)  # a list or ListConfig
+    if len(factors) != len(weights):
+        raise ConfigError(f"optim.fixed_norm has {len(factors)} values for {len(weights)} BN-ed layers: give one, or "
+                          f"one per layer")
+    with torch.no_grad():
+        targets = [float(f) * torch.linalg.vector_norm(w.detach()) for f, w in zip(factors, weights)]
+
+    @torch.no_grad()
+    def rescale(opt, args, kwargs):
+        for w, target in zip(weights, targets):
+            w.mul_(target / torch.linalg.vector_norm(w))
+
+    optimizer.register_step_post_hook(rescale)
+    return targets
 
 
 def _main_schedule(cfg, optimizer, steps: int) -> lr_scheduler.LRScheduler:

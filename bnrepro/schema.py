@@ -151,6 +151,18 @@ class Optim(Group):
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0)
     wd_exempt_norm_bias: bool = False            # true: norm scales/shifts and biases get no weight decay
+    fixed_norm: Optional[Union[float, list[float]]] = None  # C14: after every step, each layer a scale-invariant BN
+                                                 # follows is rescaled to this multiple of its norm at initialization
+                                                 # (one value, or one per such layer in module order), so its
+                                                 # effective LR lr/||w||^2 stays fixed (Hoffer et al. 2018); null: off
+
+    @model_validator(mode="after")
+    def _fixed_norm(self):
+        values = self.fixed_norm if isinstance(self.fixed_norm, list) else [self.fixed_norm or 1.0]
+        if not values or any(not v > 0 for v in values):
+            raise ValueError(f"fixed_norm={self.fixed_norm}: set a positive multiple of the initial norm (or one per "
+                             "layer), or null")
+        return self
     label_smoothing: float = Field(0.0, ge=0, lt=1)
 
 

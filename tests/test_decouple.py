@@ -232,8 +232,10 @@ def test_c14_runs_the_bn_net_with_and_without_weight_decay_at_a_constant_lr_with
     cfg = compose_cfg("experiment=c14_scale_invariance", f"scale={scale}")
     assert cfg.model.norm == "bn" and cfg.schedule.name == "constant" and cfg.schedule.warmup_frac == 0
     assert list(cfg.trainer.probes) == ["weight_norms", "scale_invariance"] and cfg.optim.wd_exempt_norm_bias
-    decays = [float(x) for x in str(cfg.claim_params.c14_weight_decays).split(",")]
-    assert decays[0] == 0 and len(decays) == 2 and decays[1] > 0
+    arms = str(cfg.claim_params.c14_arms).split(",")
+    assert arms[:2] == ["no_wd", "wd"] and set(arms) <= {"no_wd", "wd", "matched"} and cfg.optim.weight_decay == 0
+    wd = cfg.claim_params.c14_weight_decay
+    assert wd > 0
     # the rule's "settles" needs ||w||^2 to relax within the first half: rate 2 lr wd / (1 - momentum) per step
-    rate = 2 * cfg.optim.lr * decays[1] / (1 - cfg.optim.momentum)
+    rate = 2 * cfg.optim.lr * wd / (1 - cfg.optim.momentum)
     assert rate * cfg.trainer.max_steps / 2 >= 5

@@ -127,10 +127,10 @@ def s_fig1(root, case):
     sweep(root, "fig1", arms)
 
 
-def s_c1(root, case):
+def s_c1(root, case, inception_rate=2.0):
     x5 = {"reproduced": dict(final=0.92, rate=8), "not reproduced": dict(final=0.85, rate=0.5),
           "inconclusive": dict(final=[0.95, 0.95, 0.95, 0.95, 0.80], rate=8)}[case]  # seed 4 never reaches it
-    ladder = [("Inception", "none", 1, "relu", dict(final=0.90)),
+    ladder = [("Inception", "none", 1, "relu", dict(final=0.90, rate=inception_rate)),
               ("BN-Baseline", "bn", 1, "relu", dict(final=0.91, rate=2)), ("BN-x5", "bn", 5, "relu", x5),
               ("BN-x30", "bn", 30, "relu", dict(final=0.93, rate=6)),
               ("BN-x5-Sigmoid", "bn", 5, "sigmoid", dict(final=0.85, rate=4))]
@@ -269,25 +269,30 @@ def s_c13(root, case):
     sweep(root, "c13_decoupling", arms)
 
 
-def s_c14(root, case):
-    """The BN net with and without weight decay, the weight_norms series (a step-0 row, then each evaluation) and
-    the scale_invariance end probes. not reproduced: without weight decay the weight norms shrink; inconclusive:
-    they go up in some seeds and down in others. (A broken identity, the output moving when a layer is scaled,
-    fails a precondition: test_c14_a_broken_identity_is_a_broken_implementation.)"""
-    for wd in (0, 0.005):
+def s_c14(root, case, match_final=0.97, match_norm=0.75):
+    """The BN net with and without weight decay and the matched arm (no weight decay, each BN-ed layer held at
+    `match_norm` x its initial norm, scoring `match_final`), the weight_norms series (a step-0 row, then each
+    evaluation) and the scale_invariance end probes. not reproduced: without weight decay the weight norms shrink;
+    inconclusive: they go up in some seeds and down in others. (A broken identity, the output moving when a layer
+    is scaled, fails a precondition: test_c14_a_broken_identity_is_a_broken_implementation; the matched arm:
+    tests/test_claim_c14.py.)"""
+    for arm in ("no_wd", "wd", "matched"):
+        wd = 0.005 if arm == "wd" else 0
         for seed in SEEDS:
-            overrides = {"optim.weight_decay": wd}
-            run_dir = make_run(root, "c14_scale_invariance", seed, overrides, final=0.97)
-            rng = _rng(overrides, seed, "wnorm")
+            overrides = {"optim.weight_decay": wd, **({"optim.fixed_norm": [0.75] * 3} if arm == "matched" else {})}
+            run_dir = make_run(root, "c14_scale_invariance", seed, overrides,
+                               final=match_final if arm == "matched" else 0.97)
+            rng = _rng({"optim.weight_decay": wd}, seed, "wnorm")
             rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
             rows.insert(0, {"step": 0})
             for i in range(3):
                 start = 8.0 + rng.standard_normal()
                 grow = {"reproduced": 1.15, "not reproduced": 0.85}.get(case, 1.0 + 0.1 * rng.standard_normal())
-                end = start * (grow if not wd else 0.75)
+                end = start * (grow if arm == "no_wd" else 0.75)
                 for row in rows:
                     t = row["step"] / STEPS
-                    norm = start + (end - start) * (t if not wd else min(1.0, 4 * t))
+                    norm = (start + (end - start) * (t if arm == "no_wd" else min(1.0, 4 * t)) if arm != "matched"
+                            else start * (1.0 if row["step"] == 0 else match_norm))
                     row[f"wnorm_{i}"], row[f"eff_lr_{i}"] = norm, 0.1 / norm ** 2
             (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
             summary = json.loads((run_dir / "summary.json").read_text())

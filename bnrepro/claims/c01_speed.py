@@ -3,16 +3,14 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
-
 from bnrepro.report import plots as P, stats, style
 from bnrepro.report.design import Design
 from bnrepro.report.judging import (
-    DIRECTION_RATIO, Claim, FAR, Judged, Result, acc_series, arm_json, by_seed, ladder_steps, need, pct, prose,
-    ratio_steps, score)
+    DIRECTION_RATIO, MIN_GAIN, Claim, FAR, Judged, Missing, Result, acc_series, arm_json, by_seed, need, pct, prose,
+    ratio_steps, score, steps_to)
 
 from bnrepro.report.panels import SCORE, TEST_ACC, line
-from bnrepro.report.rules import CORE, Rule, SUPPORT, Test
+from bnrepro.report.rules import CORE, PRECONDITION, Rule, SUPPORT, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.style import color, dot, legend, paper, zoom
 from bnrepro.schema import Group
@@ -22,7 +20,30 @@ PAPER_C1 = {"steps": {"Inception": 31.0e6, "BN-Baseline": 13.3e6, "BN-x5": 2.1e6
             "target": 72.2}
 PAPER_C1["speedup"] = {v: PAPER_C1["steps"]["Inception"] / s for v, s in PAPER_C1["steps"].items()}
 LADDER = ("Inception", "BN-Baseline", "BN-x5", "BN-x30", "BN-x5-Sigmoid")
+PLATEAU = 0.25  # Inception's plateau: its evaluations in the last quarter of its run
+
+
+def windows(run: Run) -> tuple[float, float] | None:
+    """(mean validation accuracy over the last quarter of the run's steps, over the quarter before): the plateau
+    level and the level it rose from. None for a diverged run or one without such evaluations."""
+    if run.diverged:
+        return None
+    _, steps, values = acc_series(run)
+    if not len(steps):
+        return None
+    end = float(steps.max())
+    last = values[steps > (1 - PLATEAU) * end]
+    before = values[(steps > (1 - 2 * PLATEAU) * end) & (steps <= (1 - PLATEAU) * end)]
+    return (float(last.mean()), float(before.mean())) if len(last) and len(before) else None
+
+
 RULE_C1 = Rule((
+    Test("plateau", PRECONDITION, "Inception was trained to its plateau (the paper's target is its best, reached at "
+         "the end of a converged run)",
+         "Inception's mean validation accuracy over the last quarter of its run minus over the quarter before",
+         "less", MIN_GAIN,
+         why=f"{100 * MIN_GAIN:g} point (MIN_GAIN, the suite's smallest gain): a baseline still gaining a point per "
+         "quarter of its run caps every speed-up (issue 21: at 200 steps it gained in 5/5 seeds)"),
     Test("faster", CORE, "BN-x5 reaches the target in fewer steps than Inception",
          "BN-x5's speed-up (Inception's steps / BN-x5's)", "greater", 1.0, unit="ratio", why=DIRECTION_RATIO),
     Test("far", SUPPORT, "far fewer steps", "BN-x5's speed-up", "greater", FAR, unit="ratio",
@@ -34,8 +55,10 @@ RULE_C1 = Rule((
     Test("sigmoid_never", SUPPORT, "no arm contradicts the paper: BN-x5-Sigmoid never reaches the target",
          "the fraction of BN-x5-Sigmoid seeds that reach it", "less", 0.5, unit="plain",
          why="the paper's BN-x5-Sigmoid peaked at 69.8% < 72.2%; reaching the target in most seeds is flagged"),
-), notes="Target = the lowest best validation accuracy among the Inception seeds (the paper's target is "
-         "Inception's best, 72.2%); steps to it read the validation series; ratios are paired by seed on the log "
+), notes="Target = Inception's plateau accuracy: its mean validation accuracy over the last quarter of its "
+         "run, the lowest over its seeds (the paper's target is Inception's best, 72.2%, at the end of a converged "
+         "run on a 50,000-image validation set; on 216 images one evaluation's noise is ~1 point, so the best of many "
+         "evaluations would sit above the plateau); steps to it read the validation series; ratios are paired by seed on the log "
          "scale; an arm that reaches the target in only some seeds has no speed-up (unclear).")
 
 
@@ -43,7 +66,11 @@ def judge_c1(runs: list[Run]) -> Judged:
     arms = {v: rs for v in LADDER if (rs := [r for r in runs if r.get("claim_params.variant") == v])}
     for v in ("Inception", "BN-Baseline", "BN-x5"):
         need(arms, v, f"variant={v}")
-    target, steps = ladder_steps(arms, "Inception")
+    levels = {r.get("seed"): w for r in arms["Inception"] if (w := windows(r))}
+    if not levels:
+        raise Missing("no finished Inception run with validation evaluations over its last half")
+    target = min(w[0] for w in levels.values())
+    steps = {name: {r.get("seed"): steps_to(r, target) for r in rs} for name, rs in arms.items()}
     base = steps["Inception"]
     speedups = {v: ratio_steps(base, steps[v]) for v in arms if v != "Inception"}
     ladder = {v: {"steps": arm_json({s: x for s, x in steps[v].items() if x is not None}, "plain"),
@@ -53,21 +80,20 @@ def judge_c1(runs: list[Run]) -> Judged:
                   "paper_speedup": PAPER_C1["speedup"].get(v), "paper_max_acc": PAPER_C1["max_acc"][v]}
               for v in arms}
     sig = steps.get("BN-x5-Sigmoid")
-    measured = {"faster": speedups["BN-x5"], "far": speedups["BN-x5"],
+    measured = {"plateau": stats.mean_ci([a - b for a, b in levels.values()], "points"),
+                "faster": speedups["BN-x5"], "far": speedups["BN-x5"],
                 "ladder_bn": speedups["BN-Baseline"], "ladder_lr": ratio_steps(steps["BN-Baseline"], steps["BN-x5"]),
                 "sigmoid_never": stats.mean_ci([float(x is not None) for x in sig.values()], "plain") if sig else None}
-    # the paper's baseline ran to its plateau; one still improving at its last evaluation caps every speed-up
-    capped = sum(1 for r in arms["Inception"] if len(acc_series(r)[2]) and int(np.argmax(acc_series(r)[2])) ==
-                 len(acc_series(r)[2]) - 1)
     x5 = speedups["BN-x5"]
     x5_text = ("not measured (not every seed reached the target)" if x5 is None
                else "never reached the target" if x5.test == "not reached" else x5.fmt())
+    gain = measured["plateau"]
     return Judged(measured, {"target": target, "split": acc_series(arms["Inception"][0])[0], "ladder": ladder,
-                             "baseline_still_improving": capped},
-                  f"target {pct(target)}; BN-x5 speed-up {x5_text} (paper {PAPER_C1['speedup']['BN-x5']:.1f}x); "
-                  + ", ".join(f"{v} reached {row['reached']}/{row['n']}" for v, row in ladder.items())
-                  + (f"; {capped}/{len(arms['Inception'])} Inception seeds were still improving at their last "
-                     "evaluation, so the budget caps the speed-up" if capped else ""))
+                             "inception_plateau": {str(k): {"last_quarter": a, "quarter_before": b}
+                                                   for k, (a, b) in levels.items()}},
+                  f"target {pct(target)} (Inception's plateau; its last quarter gained {gain.fmt()} on the quarter "
+                  f"before); BN-x5 speed-up {x5_text} (paper {PAPER_C1['speedup']['BN-x5']:.1f}x); "
+                  + ", ".join(f"{v} reached {row['reached']}/{row['n']}" for v, row in ladder.items()))
 
 
 # the paper's value of a tested quantity, drawn on the tests panel
@@ -131,20 +157,27 @@ class Params(Group):
     """The claim's own config keys (claim_params: in its config files), checked at the door."""
     variant: Optional[str] = None                # the ladder rung (configs/claims/c1_speed/groups/ladder/)
     ladder_weight_decay: Optional[dict[str, float]] = None  # per scale: the weight decay of the full and reduced rungs
+    inception_max_steps: Optional[int] = None    # per scale: Inception's budget (to its plateau: the target)
+    baseline_max_steps: Optional[int] = None     # per scale: BN-Baseline's budget
 
 
 
 PILOT_CPU = (
-    "exploration runs, seeds 0-4 (results/cpu at dd16a63, `python -m bnrepro.report.power runs/cpu`): faster 3.20x "
-    "[2.97, 3.43], sd of log 0.058 (n=2 detects a factor 2); ladder sd 0.17-0.20 (n=3); sigmoid_never 5/5 seeds "
-    "reach the target (the target is the best of an Inception still improving at 200 steps: a known flaw of this "
-    "design, not yet redesigned). n capped at 5 seeds per arm by the suite's 30-minute budget on 2 cores (both "
-    "datasets).")
+    "exploration runs, seeds 0-4 (results/cpu at dd16a63): faster 3.20x [2.97, 3.43], sd of log 0.058; ladder sd "
+    "0.17-0.20; Inception still improving at 200 steps in 5/5 seeds (val 0.85-0.94 at its last evaluation). Pilot "
+    "seeds 1000-1001 (the session's budget allowed two; seed 1002 did not finish), Inception at 800 steps with the "
+    "absolute decay period of 10 steps: validation rises to ~0.97 by 300-400 steps; plateau level (mean over the last "
+    "quarter) 98.4% and 98.0%, last quarter - quarter before +0.3 and +0.2 points (the `plateau` precondition's "
+    "bound is 1 point); it first reaches 98.0% at steps 480 and 340. BN-x5 and BN-Baseline at this design: not "
+    "piloted on seeds 1000+ in this session (exploration: BN-x5 0.94-0.98 by 60-80 steps, BN-Baseline 0.95-0.995 at "
+    "200 steps). Cost (exploration timing, ~40 ms a step + ~3 s a run): Inception 5 x 35 s, BN-Baseline 5 x 15 s, "
+    "the three 4.2.1 rungs 15 x 8 s: ~370 s against 295 s (1.25x). n 5 seeds per arm (the suite's budget).")
 # The design, frozen before the confirmation seeds ran (bnrepro/report/design.py): the report judges only
 # confirmation runs of this config, and names the commit.
 DESIGNS = {"cpu": Design(
     data=('digits',),
-    config={"trainer.max_steps": 200, "trainer.eval_every": 20, "trainer.batch_size": 32, "optim.lr": 0.01},
+    config={"claim_params.inception_max_steps": 800, "claim_params.baseline_max_steps": 300,
+            "schedule.decay_every_steps": 10, "trainer.eval_every": 20, "trainer.batch_size": 32, "optim.lr": 0.01},
     n=5,
     pilot=PILOT_CPU)}
 
