@@ -80,10 +80,11 @@ def test_matched_arm_at_weight_decays_accuracy_reproduces(tmp_path):
 def test_old_rule_wrong_norms_grow_and_identities_hold_but_the_matched_arm_falls_short(tmp_path):
     """The old rule (identities, growth, and the growth counted again as eff_lr_falls) said reproduced here: norms
     grow without weight decay and the identities hold. But holding weight decay's effective LR without weight
-    decay loses 6 points to weight decay: weight decay does more than set the effective LR. Not reproduced."""
+    decay loses 6 points to weight decay: weight decay does more than set the effective LR. The functional test
+    fails; it is a support test (the arm holds weight decay's end norm from step 0, see the rule), so partly."""
     s_c14(tmp_path, "reproduced", match_final=0.91)
     result = judge(tmp_path, "C14")
-    assert result.verdict == "not reproduced", result.checks
+    assert result.verdict == "partly" and "support [matched] fails" in result.deciding, result.checks
 
 
 def test_a_matched_arm_that_does_not_match_the_effective_lr_is_inconclusive(tmp_path):
@@ -94,7 +95,7 @@ def test_a_matched_arm_that_does_not_match_the_effective_lr_is_inconclusive(tmp_
     assert result.verdict == "inconclusive", result.checks
 
 
-def test_a_noisy_matched_arm_is_inconclusive(tmp_path):
+def test_a_noisy_matched_arm_leaves_the_claim_partly(tmp_path):
     s_c14(tmp_path, "reproduced", match_final=[0.97, 0.93, 0.99, 0.95, 0.985])
     result = judge(tmp_path, "C14")
-    assert result.verdict == "inconclusive", result.checks
+    assert result.verdict == "partly" and "support [matched] unclear" in result.deciding, result.checks
