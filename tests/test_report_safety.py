@@ -114,7 +114,7 @@ def test_every_report_folder_is_marked_and_replaced_whole(tmp_path, capsys):
     (out).mkdir()  # empty: allowed
     assert report(capsys, runs, out)[0] == 0
     assert json.loads((out / MARKER).read_text()) == {"written_by": "bnrepro.report", "runs": 0, "claims": 0,
-                                                      "scale": "cpu", "off_budget": 0}
+                                                      "scale": "toy", "off_budget": 0}
     (out / "stale.png").write_text("from an older report")
     assert report(capsys, runs, out)[0] == 0
     assert not (out / "stale.png").exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -145,15 +145,15 @@ def test_a_report_of_fewer_runs_claims_or_another_scale_needs_force(tmp_path, ca
     s_c2(tmp_path / "full", "reproduced")
     out = tmp_path / "out"
     assert report(capsys, tmp_path / "full", out)[0] == 0
-    assert report_facts(out) == {"runs": 20, "claims": 1, "scale": "cpu", "off_budget": 0}
+    assert report_facts(out) == {"runs": 20, "claims": 1, "scale": "toy", "off_budget": 0}
     for seed in (0, 1):
         make_run(tmp_path / "smoke", "c2_lr", seed, {**BN, "optim.lr_mult": 1}, final=0.9)
     before = tree(out)
     assert refused(capsys, tmp_path / "smoke", out) == (
-        f"error: the report in {out} has 20 runs over 1 claim at scale cpu; this one has 2 runs over 1 claim at "
-        "scale cpu: pass --force to replace it, or choose another --out")
+        f"error: the report in {out} has 20 runs over 1 claim at scale toy; this one has 2 runs over 1 claim at "
+        "scale toy: pass --force to replace it, or choose another --out")
     (out / MARKER).write_text('{"written_by": "bnrepro.report"}')  # no record (results/cpu before issue 19): derived
-    assert "has 20 runs over 1 claim at scale cpu;" in refused(capsys, tmp_path / "smoke", out)
+    assert "has 20 runs over 1 claim at scale toy;" in refused(capsys, tmp_path / "smoke", out)
     for marked, why in (({"runs": 1, "claims": 2, "scale": "cpu"}, "1 run over 2 claims at scale cpu;"),
                         ({"runs": 1, "claims": 1, "scale": "cifar"}, "1 run over 1 claim at scale cifar;")):
         (out / MARKER).write_text(json.dumps({"written_by": "bnrepro.report", **marked}))
@@ -234,11 +234,11 @@ def test_damaged_run_dirs_are_unreadable_runs_left_out_counted_and_listed(tmp_pa
     listed = text.split("## Failed, interrupted or unreadable runs (left out of every statistic)")[1]
     for run in damaged.values():
         assert f"- `{run}` (unreadable): {loaded[run].summary['error']}" in listed
-    claims = json.loads((tmp_path / "out" / "claims.json").read_text())
-    assert claims["C2"]["failed"] == 7 and claims["C2"]["unreadable"] == 7 and len(claims["C2"]["runs"]) == 20
+    c2 = json.loads((tmp_path / "out" / "claims.json").read_text())["C2"]["data"]["all"]
+    assert c2["failed"] == 7 and c2["unreadable"] == 7 and len(c2["runs"]) == 20
     for run in damaged.values():  # the numbers are those of the intact runs alone
         shutil.rmtree(run)
-    assert claims["C2"]["numbers"] == json.loads(json.dumps(evaluate(C2, load_runs(runs)).numbers, default=str))
+    assert c2["numbers"] == json.loads(json.dumps(evaluate(C2, load_runs(runs)).numbers, default=str))
 
 
 def test_a_dir_with_nothing_readable_is_listed_but_belongs_to_no_claim(tmp_path):
@@ -295,7 +295,8 @@ def test_a_report_of_runs_off_their_scales_step_budget_needs_force(tmp_path, cap
     budget = expected_steps("c2_lr", "cpu")
     for root, steps in (("real", budget), ("smoke", 20)):
         for seed in (0, 1):
-            make_run(tmp_path / root, "c2_lr", seed, {**BN, "optim.lr_mult": 1, "trainer.max_steps": steps}, final=0.9)
+            make_run(tmp_path / root, "c2_lr", seed, {**BN, "optim.lr_mult": 1, "trainer.max_steps": steps}, final=0.9,
+                     scale="cpu")
     out = tmp_path / "out"
     assert report(capsys, tmp_path / "real", out)[0] == 0
     assert report_facts(out) == {"runs": 2, "claims": 1, "scale": "cpu", "off_budget": 0}

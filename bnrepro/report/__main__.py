@@ -216,11 +216,9 @@ def header_notes(runs, out: Path, n_runs: int) -> list[str]:
         n = sum(dirty.values())
         notes.append(f"**Warning: {n} run{'s were' if n > 1 else ' was'} made from code with uncommitted changes** "
                      f"({', '.join(f'{name}: {k}' for name, k in sorted(dirty.items()))}).")
-    try:
-        committed = json.loads((out / "claims.json").read_text())
-        before = len({r for claim in committed.values() for r in claim.get("runs", [])})
-    except (OSError, ValueError, AttributeError):
-        before = None
+    from bnrepro.report.writer import report_facts
+
+    before = (report_facts(out) or {}).get("runs")
     if before is not None and n_runs < before:
         notes.append(f"**Warning: fewer runs than the report this one replaced** ({n_runs} vs {before}).")
     return notes

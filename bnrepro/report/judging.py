@@ -289,6 +289,12 @@ class Headline:
     def failed(self) -> int:
         return sum(r.failed for r in self.per_data)
 
+    @property
+    def failed_text(self) -> str:
+        """The failed-runs cell: "2", or "2 (1 unreadable)"."""
+        unreadable = sum(r.unreadable for r in self.per_data)
+        return f"{self.failed}" + (f" ({unreadable} unreadable)" if unreadable else "")
+
     def to_json(self) -> dict:
         return {"title": self.title, "verdict": self.verdict, "combined": self.combined, "paper": self.paper,
                 "design": self.design_note, "set_aside": self.set_aside, "refused": self.refused,
@@ -314,14 +320,19 @@ def judge_claim(claim: Claim, runs: list[Run]) -> Headline:
     else:
         note = (f"exploratory: no frozen design at scale {', '.join(scales) or '-'} (its numbers were not "
                 "chosen before its runs)")
-    datasets = list(design.data) if design else sorted({str(run.get("data.name")) for run in mine}) or [""]
+    named = sorted({str(d) for run in mine if (d := run.get("data.name")) is not None})
+    datasets = list(design.data) if design else named or [""]
+    if len(datasets) == 1 and not design:
+        datasets = [""]  # one dataset, no design: judged together, as the runs are (a test's toy runs)
     per_data = []
-    for data in datasets:
-        subset = [run for run in mine if str(run.get("data.name")) == data] if data else mine
+    for i, data in enumerate(datasets):
+        # a run whose config cannot be read has no dataset: counted (as failed) with the first
+        subset = [run for run in mine if not data or str(run.get("data.name")) == data
+                  or (i == 0 and run.get("data.name") is None)]
         if refused:
             result = _refused(claim, subset, data, refused)
         else:
-            result = evaluate(claim, subset, data if len(datasets) > 1 or design else "")
+            result = evaluate(claim, subset, data)
             if not subset and set_aside:
                 result.ours = result.reason = (f"no confirmation runs on {data} ({set_aside} pilot/exploration "
                                                "runs set aside): `make reproduce` runs the confirmation seeds")

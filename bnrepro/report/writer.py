@@ -119,7 +119,7 @@ def markdown(results: list[Headline], figures: dict[str, Path], runs, runs_dir: 
         per = {r.data: r for r in h.per_data}
         cells = [_data_cell(per[d]) if d in per else "-" for d in datasets]
         lines.append(f"| **{h.id}** {_cell(h.title)} | {_cell(h.paper)} | " + " | ".join(cells)
-                     + f" | **{h.verdict}** ({_cell(h.combined)}) | {h.failed} |")
+                     + f" | **{h.verdict}** ({_cell(h.combined)}) | {h.failed_text} |")
     rules = {c.id: c.rule for c in CLAIMS}
     for h in results:
         lines += ["", f"## {h.id}: {h.title}", "", f"**Headline: {h.verdict}** ({h.combined}).", "",
