@@ -22,7 +22,9 @@ import yaml
 from bnrepro import CONFIGS, flatten
 from hydra_plugins.bnrepro_claim_groups import group_dir
 
-SWEEP_ONLY = ("seed",)  # swept in every experiment but never part of an arm
+# swept in every experiment but never part of an arm: the seed, and the dataset (a verdict per dataset, each
+# judged apart: bnrepro/report/judging.judge_claim)
+SWEEP_ONLY = ("seed", "data")
 
 
 def _sweep_keys(path: Path) -> list[str]:

@@ -97,6 +97,11 @@ class FakeResult:
     numbers: dict = field(default_factory=dict)
     checks: list = field(default_factory=list)
     runs: list = field(default_factory=list)
+    data: str = ""
+
+    @property
+    def slug(self) -> str:
+        return self.id.lower() + (f"_{self.data}" if self.data else "")
 
 
 def fake_runs(name: str, arms: list[dict], seeds=(0, 1)) -> list[Run]:
@@ -121,8 +126,8 @@ def results():
     ]
 
 
-FIGURES = {"fig1": Path("/out/fig1.png"), "C2": Path("/out/c2.png"), "C4": Path("/out/c4.png"),
-           "C7": Path("/out/c7.png")}
+FIGURES = {"fig1": Path("/out/fig1.png"), "c2": Path("/out/c2.png"), "c4": Path("/out/c4.png"),
+           "c7": Path("/out/c7.png")}  # keyed as the report keys them: the claim and dataset's file name
 
 
 def sections(spec: dict) -> dict[str, list[dict]]:
@@ -168,8 +173,8 @@ def test_each_claim_grid_filters_its_experiment_and_groups_by_arm(results):
     # our figure: a media panel over the figures run, for the claims that have one
     media = grids["C7"][1]
     assert media["runsets"][0]["filters"] == "Metric('ID') == 'bnrepro-figures-cpu'"
-    assert media["panels"][0]["media_keys"] == ["figures/C7"]
-    assert len(grids["C9"]) == 1 and spec["figures"] == {"C2": "c2.png", "C4": "c4.png", "C7": "c7.png",
+    assert media["panels"][0]["media_keys"] == ["figures/c7"]
+    assert len(grids["C9"]) == 1 and spec["figures"] == {"c2": "c2.png", "c4": "c4.png", "c7": "c7.png",
                                                         "fig1": "fig1.png"}
 
 
@@ -241,9 +246,9 @@ def test_a_spec_of_another_format_is_refused(results):
 # --- the file, from the CLI ------------------------------------------------------------------------------
 
 def write_run(root: Path, name: str, seed: int, overrides: dict, final: float) -> None:
-    """A tiny finished run directory: config, metrics, summary."""
+    """A tiny finished run directory: config, metrics, summary (scale "toy": no frozen design, judged as it is)."""
     run_dir = root / name / f"{'-'.join(f'{k}={v}' for k, v in overrides.items())},seed={seed}"
-    config = {"name": name, "claim": None, "seed": seed, "scale_name": "cpu", "logger": {"project": "bnrepro"},
+    config = {"name": name, "claim": None, "seed": seed, "scale_name": "toy", "logger": {"project": "bnrepro"},
               "model": {"norm": "bn", "ghost_batch": 0}, "optim": {"lr_mult": 1}, "targets": [0.5]}
     for dotted, value in overrides.items():
         section, key = dotted.split(".")
@@ -253,7 +258,7 @@ def write_run(root: Path, name: str, seed: int, overrides: dict, final: float) -
             for s in (20, 40, 60, 80, 100)]
     accs = [r["test_acc"] for r in rows]
     summary = {"status": "completed", "score": sum(accs[-3:]) / 3, "final_acc": accs[-1], "best_acc": max(accs),
-               "final_train_acc": final, "steps": 100, "scale": "cpu", "name": name, "steps_to": {"0.5": 20}}
+               "final_train_acc": final, "steps": 100, "scale": "toy", "name": name, "steps_to": {"0.5": 20}}
     rundir.write_run(run_dir, config, rows, summary)
 
 
@@ -276,20 +281,21 @@ def test_report_cli_writes_a_stable_specification(runs_dir, tmp_path, capsys):
     main([str(runs_dir), "--out", str(out)])
     assert (out / FILE).read_bytes() == first  # deterministic: byte-identical when built twice
     spec = json.loads(first)
-    assert spec["format"] == "bnrepro-wandb-report/1" and spec["scale"] == "cpu" and spec["project"] == "bnrepro"
+    assert spec["format"] == "bnrepro-wandb-report/1" and spec["scale"] == "toy" and spec["project"] == "bnrepro"
     assert b"timestamp" not in first.lower() and str(tmp_path).encode() not in first
     heads = [b["text"] for b in spec["blocks"] if b["type"] == "H2"]
     assert heads[0] == "Claims and verdicts" and any(h.startswith("C2:") for h in heads)
     c2 = sections(spec)[next(h for h in heads if h.startswith("C2:"))]
     assert "`norm=none,lr_mult=30` (2)" in c2[0]["text"]
-    assert c2[1]["runsets"][0]["filters"] == "Metric('Group') == 'c2_lr' and Config('scale_name') == 'cpu'"
+    assert c2[1]["runsets"][0]["filters"] == "Metric('Group') == 'c2_lr' and Config('scale_name') == 'toy'"
     validate(build_report(spec))  # the file rebuilds the same, valid Report
 
 
 def test_write_spec_output_is_what_the_cli_writes(runs_dir, tmp_path):
     from bnrepro.report.writer import write_report
 
-    results, figures = write_report(runs_dir, tmp_path / "a")
+    headlines, figures = write_report(runs_dir, tmp_path / "a")
+    results = [r for h in headlines for r in h.per_data]  # a section per claim and dataset, as __main__ passes
     main([str(runs_dir), "--out", str(tmp_path / "b")])
     assert write_spec(results, figures, tmp_path / "a").read_bytes() == (tmp_path / "b" / FILE).read_bytes()
 

@@ -57,10 +57,11 @@ def _cell(text) -> str:
     return _text(text).replace("|", "\\|")
 
 
-def runs_filter(experiment: str, scale: str | None) -> str:
-    """A claim's runs: its experiment's W&B group, at this scale."""
+def runs_filter(experiment: str, scale: str | None, data: str = "") -> str:
+    """A claim's runs: its experiment's W&B group, at this scale, on this dataset."""
     where = f"Metric('Group') == '{experiment}'"
-    return where + (f" and Config('scale_name') == '{scale}'" if scale else "")
+    return (where + (f" and Config('scale_name') == '{scale}'" if scale else "")
+            + (f" and Config('data.name') == '{data}'" if data else ""))
 
 
 def figures_run(scale: str | None) -> str:
@@ -89,7 +90,7 @@ def claim_blocks(result, scale: str | None, figure: str | None) -> list[dict]:
     on = f" on {result.data}" if result.data else ""
     blocks = [{"type": "H2", "text": f"{result.id}{on}: {result.title}"}, {"type": "MarkdownBlock", "text": "\n".join(text)},
               {"type": "PanelGrid",
-               "runsets": [{"name": f"{result.id}: {result.experiment}", "filters": runs_filter(result.experiment, scale),
+               "runsets": [{"name": f"{result.id}: {result.experiment}", "filters": runs_filter(result.experiment, scale, result.data),
                             "groupby": ["JobType"]}],
                "panels": panels_for(result)}]
     if figure:
