@@ -75,8 +75,9 @@ def test_a_claim_is_one_module_and_one_config_file(tmp_path):
         "hydra/launcher=basic", f"hydra.sweep.dir={tmp_path / 'runs' / 'c99_toy'}")
     run("bnrepro.report", str(tmp_path / "runs"), "--out", str(tmp_path / "out"))
     claims = json.loads((tmp_path / "out" / "claims.json").read_text())
-    toy = claims["C99"]
-    assert list(claims)[-1] == "C99" and len(toy["runs"]) == 6 and toy["verdict"] != "not run"
+    toy = claims["C99"]["data"]["all"]  # one dataset and no frozen design: its runs judged together, exploratory
+    assert list(claims)[-1] == "C99" and len(toy["runs"]) == 6 and claims["C99"]["verdict"] != "not run"
+    assert "exploratory" in claims["C99"]["design"]
     assert toy["checks"][0]["key"] == "not_worse" and set(toy["numbers"]["arms"]) == {"BN", "no BN"}
     assert (tmp_path / "out" / "c99.png").stat().st_size > 10_000
     assert "C99: A toy claim" in (tmp_path / "out" / "REPORT.md").read_text()
