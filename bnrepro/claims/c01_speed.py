@@ -179,7 +179,8 @@ DESIGNS = {"cpu": Design(
     config={"claim_params.inception_max_steps": 800, "claim_params.baseline_max_steps": 300,
             "schedule.decay_every_steps": 10, "trainer.eval_every": 20, "trainer.batch_size": 32, "optim.lr": 0.01},
     n=5,
-    pilot=PILOT_CPU)}
+    pilot=PILOT_CPU,
+    commit="ce1ae7e")}
 
 
 CLAIM = Claim(

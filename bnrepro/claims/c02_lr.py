@@ -102,7 +102,8 @@ DESIGNS = {"cpu": Design(
     data=('digits', 'mnist1d'),
     config={"trainer.max_steps": {"digits": 2000, "mnist1d": 3000}, "trainer.eval_every": 250},
     n=5,
-    pilot=PILOT_CPU)}
+    pilot=PILOT_CPU,
+    commit="ce1ae7e")}
 
 
 CLAIM = Claim(

@@ -71,7 +71,8 @@ DESIGNS = {"cpu": Design(
     data=('digits', 'mnist1d'),
     config={"trainer.max_steps": 6000, "trainer.eval_every": 150},
     n=5,
-    pilot=PILOT_CPU)}
+    pilot=PILOT_CPU,
+    commit="ce1ae7e")}
 
 
 def paired_drifts(ax, arms: dict, drawn: dict | None) -> None:

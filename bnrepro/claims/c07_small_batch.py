@@ -144,7 +144,8 @@ DESIGNS = {"cpu": Design(
     data=('digits', 'mnist1d'),
     config={"claim_params.c7_real.examples": 9600, "claim_params.c7_real.lr_per_256": 0.8},
     n=5,
-    pilot=PILOT_CPU)}
+    pilot=PILOT_CPU,
+    commit="ce1ae7e")}
 
 
 CLAIM = Claim(

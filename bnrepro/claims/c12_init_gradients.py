@@ -204,7 +204,8 @@ DESIGNS = {"cpu": Design(
     data=('digits',),
     config={"claim_params.c12_train_steps": 100, "trainer.eval_every": 25},
     n=5,
-    pilot=PILOT_CPU)}
+    pilot=PILOT_CPU,
+    commit="ce1ae7e")}
 
 
 CLAIM = Claim(

@@ -234,7 +234,8 @@ DESIGNS = {"cpu": Design(
     config={"trainer.max_steps": 2000, "trainer.eval_every": 100, "claim_params.c14_arms": "no_wd,wd,matched",
             "claim_params.c14_weight_decay": 0.005},
     n=5,
-    pilot=PILOT_CPU)}
+    pilot=PILOT_CPU,
+    commit="ce1ae7e")}
 
 
 CLAIM = Claim("C14", "BN makes a layer scale-invariant; weight decay sets its effective learning rate",

@@ -156,7 +156,8 @@ DESIGNS = {"cpu": Design(
     data=('digits',),
     config={"trainer.max_steps": 50, "trainer.batch_size": 32},
     n=5,
-    pilot=PILOT_CPU)}
+    pilot=PILOT_CPU,
+    commit="ce1ae7e")}
 
 
 CLAIM = Claim(
