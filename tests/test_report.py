@@ -382,6 +382,20 @@ def test_the_headline_combines_the_datasets_by_one_rule(verdicts, headline_verdi
     assert combine(dict(zip(("digits", "mnist1d"), verdicts)))[0] == headline_verdict
 
 
+def test_c3_gradient_flow_slightly_below_bns_is_decided(tmp_path):
+    """No BN's first-layer share of the gradient at 0.83x BN's, with a narrow interval: the old rule held below
+    0.5x and failed above 1x, so 0.83x was unclear at any n; with one bound (1x) it holds."""
+    acc = (0.95, 0.30)
+    flow_bn, flow_none = grad_norms([0.05] * 5), grad_norms([0.05 * 0.83 * (1 + 0.01 * (s - 2)) for s in range(5)])
+    arms = [({**BN, "model.act": "sigmoid"}, dict(final=acc[0], extra=flow_bn)),
+            ({**NONE, "model.act": "sigmoid", "model.init": "xavier"}, dict(final=acc[1], extra=flow_none)),
+            ({**BN, "model.act": "relu"}, dict(final=0.96, extra=flow_bn)),
+            ({**NONE, "model.act": "relu"}, dict(final=0.94, extra=grad_norms(0.08)))]
+    sweep(tmp_path, "c3_sigmoid", arms)
+    check = next(c for c in judge(tmp_path, "C3").checks if c["key"] == "gradient_flow")
+    assert check["outcome"] == "holds" and check["interval"]["mean"] == pytest.approx(0.83, abs=0.01)
+
+
 def test_c7_does_not_rest_on_the_degenerate_batch_of_two(tmp_path):
     """BN at 2 examples per normalization batch is 65 points worse, at 4 and 32 the same: the old rule compared 2
     with 32 and said reproduced; an MLP's BN over 2 values outputs +-1, so the new rule tests 4 vs 32 and flags 2."""
