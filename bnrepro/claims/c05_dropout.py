@@ -1,7 +1,9 @@
 """C5: BN regularizes and makes dropout unnecessary."""
 from __future__ import annotations
 
-from bnrepro.report import plots as P, style
+from typing import Optional
+
+from bnrepro.report import plots as P, stats, style
 from bnrepro.report.design import Design
 from bnrepro.report.judging import (
     DIRECTION, Claim, Judged, Missing, Result, SAME, arm_json, arms_of, by_seed, diff, label, need, pick_by_val,
@@ -11,9 +13,15 @@ from bnrepro.report.panels import TEST_ACC, bar, line
 from bnrepro.report.rules import CORE, PRECONDITION, Rule, SUPPORT, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.style import legend, zoom
+from bnrepro.schema import Group
 
 PAPER_C5 = {"dropout_removed": "BN-x5", "acc_loss": 0.0}
+FITS = 0.99  # "fits its training split": at least 99% training accuracy (a regime with something to regularize)
 RULE_C5 = Rule((
+    Test("overfits", PRECONDITION, "the no-BN net without dropout fits its (small) training split, so there is "
+         "something to regularize", "final training accuracy of no BN, dropout 0", "greater", FITS,
+         why=f"a stated bar: {100 * FITS:g}% training accuracy, i.e. (near) zero training error, the regime in "
+             "which dropout is a regularizer rather than a handicap (issue 21)"),
     Test("dropout_helps", PRECONDITION, "dropout measurably helps the no-BN net (else the claim is untestable here)",
          "score(no BN, best dropout > 0) - score(no BN, dropout 0)", "greater", 0.0, why=DIRECTION),
     Test("unnecessary", CORE, "with BN, removing dropout loses nothing",
@@ -37,14 +45,18 @@ def judge_c5(runs: list[Run]) -> Judged:
             raise Missing(f"no {label(norm)} runs with dropout > 0")
         best[norm] = pick_by_val(rates, f"{label(norm)}'s best dropout")
     s = {k: by_seed(rs, score) for k, rs in arms.items()}
-    measured = {"dropout_helps": diff(s[best["none"]], s[("none", 0.0)]),
+    fits = [v for run in arms[("none", 0.0)] if not run.diverged and (v := run.summary.get("final_train_acc")) is not None]
+    measured = {"overfits": stats.mean_ci(fits, "acc") if fits else None,
+                "dropout_helps": diff(s[best["none"]], s[("none", 0.0)]),
                 "unnecessary": diff(s[("bn", 0.0)], s[best["bn"]]),
                 "replaces": diff(s[("bn", 0.0)], s[best["none"]])}
     numbers = {"arms": {f"{label(n)}, dropout {p:g}": arm_json(v) for (n, p), v in s.items()},
                "train_test_gap": {f"{label(n)}, dropout {p:g}": arm_json(by_seed(rs, train_test_gap), "points")
                                   for (n, p), rs in arms.items()},
                "best_dropout": {label(n): k[1] for n, k in best.items()}}
-    return Judged(measured, numbers, f"dropout helps no BN by {measured['dropout_helps'].fmt()}; BN without vs "
+    gap = numbers["train_test_gap"].get("no BN, dropout 0", {}).get("text", "?")
+    return Judged(measured, numbers, f"no BN, dropout 0: train - test {gap}; "
+                                     f"dropout helps no BN by {measured['dropout_helps'].fmt()}; BN without vs "
                                      f"with dropout {measured['unnecessary'].fmt()}")
 
 
@@ -72,6 +84,11 @@ def c5(result: Result):
     b.set_title("(b) train - test gap per dropout rate")
     P.caption(fig, result, ["BN", "no BN"])
     return fig
+
+
+class Params(Group):
+    """The claim's own config keys (claim_params: in its config files), checked at the door."""
+    c5_train_examples: Optional[dict[str, int]] = None  # the small training subset per dataset (data.train_examples)
 
 
 PILOT_CPU = (
