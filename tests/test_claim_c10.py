@@ -44,3 +44,21 @@ def test_an_lr_still_climbing_is_not_picked_as_best(tmp_path):
     assert result.numbers["best_lr_mult"]["sigmoid"]["BN"] == 1
     assert "relu" not in result.numbers["arms"]
     assert result.verdict == "inconclusive"  # no ReLU runs: its tests are unmeasured
+
+
+def test_the_frozen_designs_match_their_configs():
+    """C5, C8 and C10's Design config (what the report demands of a confirmation run) is what their cpu configs
+    compose to, on both datasets, so a confirmation sweep run as configured is never refused."""
+    from bnrepro import flatten
+    from omegaconf import OmegaConf
+
+    from bnrepro.claims import c05_dropout, c08_popstats, c10_small_lr
+    from conftest import compose_cfg
+    for module, experiment in ((c05_dropout, "c5_dropout"), (c08_popstats, "c8_popstats"),
+                               (c10_small_lr, "c10_small_lr")):
+        design = module.DESIGNS["cpu"]
+        for data in design.data:
+            flat = flatten(OmegaConf.to_container(compose_cfg(f"experiment={experiment}", f"data={data}"),
+                                                  resolve=True))
+            for key in design.config:
+                assert flat[key] == design.expected(key, data), (experiment, data, key)
