@@ -120,7 +120,8 @@ def judge_c10(runs: list[Run]) -> Judged:
 def c10(result: Result):
     n = result.numbers
     acts = [a for a in ACTS if a in n["arms"]]
-    fig, gs = P.frame(result, 6 + 5 * len(acts), 6, (1, len(acts) + 1), test_width=1.0)
+    fig, gs = P.frame(result, 7 + 5.5 * len(acts), 6.5, (1, len(acts) + 1), ratios=[1.2] * len(acts) + [1],
+                      test_width=1.6)
     for i, act in enumerate(acts):
         a = fig.add_subplot(gs[0, i])
         series = P.by_norm(n["arms"][act], P.parse_lr)
