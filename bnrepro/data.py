@@ -355,6 +355,9 @@ def load_data(cfg, device: torch.device | str = "cpu", workers: int | None = Non
         if fraction > 0:
             raise ConfigError(f"data.val_split={fraction}: not supported for imagenet (streamed from folders; "
                               "its val/ folder is the test set): set data.val_split=0")
+        if cfg.train_examples is not None:
+            raise ConfigError(f"data.train_examples={cfg.train_examples}: not supported for imagenet (streamed "
+                              "from folders): set data.train_examples=null")
         return load_imagenet(cfg, device, workers)
     if cfg.name not in LOADERS:
         raise ConfigError(f"unknown dataset '{cfg.name}': choose data=<one of {', '.join([*LOADERS, 'imagenet'])}>")
@@ -367,6 +370,11 @@ def load_data(cfg, device: torch.device | str = "cpu", workers: int | None = Non
             raise ConfigError(f"data.val_split={fraction} leaves an empty split of {len(train_y)} training "
                               "examples: pick a fraction between them")
         train_x, train_y, val_x, val_y = train_x[train_idx], train_y[train_idx], train_x[val_idx], train_y[val_idx]
+    if cfg.train_examples is not None and cfg.train_examples < len(train_y):
+        # after the validation split, so validation stays the set every other claim selects on; drawn with the
+        # split's seed (a seed of its own would be a second dataset axis), stratified, in the original order
+        _, subset = stratified_split(train_y, cfg.train_examples / len(train_y), cfg.split_seed or 0)
+        train_x, train_y = train_x[subset], train_y[subset]
     # normalize with the (remaining) training set's per-channel statistics, computed once
     dims = [0, *range(2, train_x.dim())]
     mean, std = train_x.mean(dims, keepdim=True), train_x.std(dims, keepdim=True).clamp_min(1e-6)

@@ -119,6 +119,21 @@ def precise_bn(model: nn.Module, batches: Iterable, num_examples: int, estimator
     return seen
 
 
+@torch.no_grad()
+def ema_distance(ema: nn.Module, precise: nn.Module) -> dict:
+    """How far each BN's running (EMA) statistics are from its population statistics (a precise-BN copy of the
+    same weights): per unit the 2-Wasserstein distance between N(mu_ema, var_ema) and N(mu_pop, var_pop) in
+    units of the population sd, sqrt((mu_ema - mu_pop)^2 + (sd_ema - sd_pop)^2) / sd_pop, so a shift of the mean
+    and a wrong scale both count and 0.1 means the EMA normalizes 0.1 sd off. Per layer the mean over units;
+    `mean` the mean over layers (C8's precondition reads it). Costs one pass over the BN buffers, at the end."""
+    layers = []
+    for e, p in zip(_recalibrated_norms(ema), _recalibrated_norms(precise)):
+        sd_e, sd_p = (e.running_var.double() + e.eps).sqrt(), (p.running_var.double() + p.eps).sqrt()
+        w2 = ((e.running_mean.double() - p.running_mean.double()) ** 2 + (sd_e - sd_p) ** 2).sqrt() / sd_p
+        layers.append(float(w2.mean()))
+    return {"mean": sum(layers) / len(layers) if layers else None, "layers": layers}
+
+
 @contextmanager
 def batch_statistics(model: nn.Module):
     """Within the block, every BN of an eval-mode model normalizes with the statistics of the batch it sees

@@ -146,11 +146,12 @@ def mean(values) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def final_evals(model, cfg, data, speed, device, rank, world) -> dict[str, float]:
+def final_evals(model, cfg, data, speed, device, rank, world) -> tuple[dict[str, float], dict | None]:
     """Test accuracy under each inference variant of claim C8: the EMA statistics, precise BN with Wu &
-    Johnson's population estimator or the paper's Algorithm 2, and test-time batch statistics."""
+    Johnson's population estimator or the paper's Algorithm 2, and test-time batch statistics; and, with
+    `precise`, how far the EMA statistics are from the population ones (inference.ema_distance), else None."""
     test = lambda batch_size=EVAL_BATCH: data.eval_batches("test", batch_size, rank, world)
-    out = {}
+    out, distance = {}, None
     for variant in cfg.trainer.final_eval:
         if variant == "ema":
             out["ema"] = evaluate(model, test(), speed, device)[0]
@@ -164,12 +165,16 @@ def final_evals(model, cfg, data, speed, device, rank, world) -> dict[str, float
                 precise_bn(recalibrated, batches, cfg.trainer.precise_bn_examples // world,
                            estimator="population" if variant == "precise" else "alg2")
             out[variant] = evaluate(recalibrated, test(), speed, device)[0]
+            if variant == "precise":
+                from bnrepro.inference import ema_distance
+
+                distance = ema_distance(model, recalibrated)
         else:  # "batch": the schema allows only these four (FINAL_EVALS)
             from bnrepro.inference import batch_statistics
 
             with batch_statistics(model):  # test batches of the training batch size, as at training time
                 out["batch"] = evaluate(model, test(per_rank(cfg.trainer.batch_size, world)), speed, device)[0]
-    return out
+    return out, distance
 
 
 class StopSignal:
@@ -533,8 +538,8 @@ def fit(cfg, run_dir: Path, multirun: bool = False, config_hash: str | None = No
                 progress.finish({**out, "wall_s": now()}, run_dir)
                 stop.forward()  # submitit's handler requeues the job (and exits)
                 return out
-        final_eval = (final_evals(run.model, cfg, run.data, run.speed, run.device, run.rank, run.world)
-                      if status == COMPLETED else {})
+        final_eval, distance = (final_evals(run.model, cfg, run.data, run.speed, run.device, run.rank, run.world)
+                                if status == COMPLETED else ({}, None))
     finally:
         progress.close()
     end_probes = {}
@@ -542,6 +547,8 @@ def fit(cfg, run_dir: Path, multirun: bool = False, config_hash: str | None = No
         view = fixed_view(run, state.step)
         end_probes = {k: v for probe in run.probes for k, v in probe.at_end(view).items()}
     summary = summarize(run, state, status, final_eval, now())
+    if distance is not None:  # C8's precondition: EMA vs population statistics of the final weights
+        summary["ema_distance"] = distance
     if end_probes:
         summary["end_probes"] = end_probes
     tracker.finish(summary)

@@ -80,6 +80,9 @@ class Data(Group):
     val_split: float = Field(0.0, ge=0, lt=1)    # a stratified validation fraction held out of training: every
                                                  # selection (steps to target, best LR) reads it, never the test set
     split_seed: Optional[int] = None             # the seed of that validation split (and digits' test split)
+    train_examples: Optional[int] = Field(None, ge=10)  # train on a stratified subset of about this many of the
+                                                 # examples left after the validation split (drawn with split_seed:
+                                                 # the same subset in every arm; C5's overfitting regime); null: all
     test_fraction: Optional[float] = Field(None, gt=0, lt=1)  # digits: its test share (no official split)
     crop_size: Optional[int] = Field(None, ge=1)      # imagenet: the training and evaluation crop
     resize_size: Optional[int] = Field(None, ge=1)    # imagenet: the evaluation resize before the center crop
