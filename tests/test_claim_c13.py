@@ -15,7 +15,7 @@ from bnrepro.norm.weight import ChannelBias, MeanOnlyBatchNorm, data_dependent_i
 torch.set_num_threads(1)
 
 
-def _model(kind, seed=0, conv=False):
+def _model(kind, seed=0):
     torch.manual_seed(seed)
     return Norm(kind).finish(MLP((1, 8, 8), 10, Norm(kind)))
 
@@ -95,7 +95,7 @@ def test_only_weight_normalized_models_with_wn_init_data_ask_for_the_init():
 
 def test_each_arm_is_compared_at_its_validation_best_lr_and_a_bimodal_arm_is_reported_as_such(tmp_path):
     """The old rule compared every arm at x30, where WN + mean-only BN trains in 2 of 5 seeds (a bimodal
-    outcome a t interval summarizes as -48 points [-110, +14]: not reproduced or unclear, a verdict about x30).
+    outcome whose t interval is tens of points wide: a verdict about x30, not about decoupling).
     At each arm's validation-best LR (x1 for WN + mean-only BN, x5 for BN) it is as good as BN: reproduced; and
     the x30 cell is reported as 2/5 seeds trained, those at 95%."""
     from test_report import judge, sweep
