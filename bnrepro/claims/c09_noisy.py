@@ -99,7 +99,6 @@ def c9(result: Result):
     """(a) score per arm; (b) drift per arm (every unit, training mode); (c) noisy BN - BN per noise scale with
     the equivalence margin, the core scale marked."""
     from bnrepro.report import style
-    from bnrepro.report.style import legend
 
     n = result.numbers
     fig, gs = P.frame(result, 20, 5.8, (1, 3), test_width=1.0)
@@ -112,15 +111,15 @@ def c9(result: Result):
     c.axhspan(-m, m, color="0.9", zorder=0, label=f"equivalence margin +-{m:g} points (fixed in advance)")
     c.axhline(0, color="black", lw=0.8)
     scales = [x for x in n["noises"] if f"{x:g}" in n["vs_bn"]]
+    support = [x for x in scales if x != n["core_noise"]]
     for i, x in enumerate(scales):
         core = x == n["core_noise"]
         style.dot(c, i, n["vs_bn"][f"{x:g}"], col="black" if core else "0.5",
-                  label=("core scale" if core else "support scales" if i == 0 or scales[0] == n["core_noise"]
-                         and i == 1 else None))
+                  label="core scale" if core else "support scales" if support and x == support[0] else None)
     style.categories(c, [f"noise {x:g}" + (" (core)" if x == n["core_noise"] else "") for x in scales], 12)
     c.set_ylabel("score(noisy BN) - score(BN), points (95% interval)")
     c.set_title("(c) noisy BN vs BN per noise scale")
-    legend(c)
+    c.legend(fontsize=style.FONT["legend"], loc="lower left")
     P.caption(fig, result, list(n["arms"]), "The paper's claim is qualitative (no number to draw). The TOST reads "
               "the 90% interval; (c) shows the 95% one.")
     return fig
