@@ -33,7 +33,8 @@ from bnrepro import distributed as dist
 from bnrepro.checkpoint import load_any, rng_state, save_checkpoint, set_rng_state
 from bnrepro.data import load_data, per_rank
 from bnrepro.models import build_model, count_params, to_channels_last
-from bnrepro.norm import convert_sync_bn, validate_batch
+from bnrepro.norm import Norm, convert_sync_bn, validate_batch
+from bnrepro.norm.weight import data_dependent_init, needs_data_init
 from bnrepro.optim import build_optimizer, build_schedule
 from bnrepro import probes as probe_registry
 from bnrepro.probes import LoopProbe, StepView, watching
@@ -344,6 +345,13 @@ def build_run(cfg, run_dir: Path, config_hash: str | None, resources: Resources 
     torch.manual_seed(cfg.seed)
     data = load_data(cfg.data, device, resources.workers)
     model = build_model(cfg.model, data.in_shape, data.num_classes).to(device)
+    norm = Norm.of(cfg.model)
+    if needs_data_init(model, norm):
+        # weight norm's data-dependent init (Salimans & Kingma sec. 3) on a seeded training batch drawn apart
+        # from the loader, so the data order stays; a resumed run's checkpoint then overwrites it
+        x, _ = next(iter(data.eval_batches("train", per_rank(t.batch_size, world), rank, world,
+                                           limit=per_rank(t.batch_size, world), seed=cfg.seed)))
+        data_dependent_init(model, x.to(device))
     if cfg.model.norm_sync:
         model = convert_sync_bn(model)
     validate_batch(model, per_rank(t.batch_size, world))

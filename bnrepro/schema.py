@@ -112,6 +112,9 @@ class NormOptions(Group):
     brn_rmax_at: int = Field(40000, ge=0)  # brn: then r_max ramps linearly to brn_rmax, reached at step 40k,
     brn_dmax_at: int = Field(25000, ge=0)  # brn: and d_max to brn_dmax, reached at step 25k
     brn_warmup: Optional[int] = Field(None, ge=0)  # brn: null: the steps above; N: that schedule scaled to end at N
+    wn_init: Literal["data", "norm"] = "data"  # wn, wn_mean_only_bn: g (and the bias) set on a training batch so
+                                             # each pre-activation has mean 0, variance 1 (Salimans & Kingma sec. 3),
+                                             # or "norm": g = ||v||, the plain net's own function
     noise_mean: float = Field(0.5, ge=0)   # noisy_bn: per-step shift means drawn from U(-noise_mean, noise_mean)
     noise_std: float = Field(0.5, ge=0)    # noisy_bn: per-step noise spreads drawn from U(0, noise_std)
     norm_momentum: float = Field(0.1, gt=0, le=1)  # running statistics: new = (1 - momentum) old + momentum batch

@@ -58,8 +58,8 @@ class ChannelBias(nn.Module):
 def weight_normalize(model: nn.Module, name: str) -> nn.Module:
     """wn's and wn_mean_only_bn's `finish`: torch's weight normalization, w = g v / ||v|| with g and v per output
     channel, on the conv or linear layer that feeds each of their layers. g starts at ||v||, so the function at
-    initialization is the model's own (Salimans & Kingma's data-dependent init is not used: every arm starts
-    from the same function)."""
+    initialization is the model's own; with model.wn_init=data (the default) the training loop then calls
+    `data_dependent_init` on a training batch before the first step."""
     from torch.nn.utils.parametrizations import weight_norm
     pairs = norm_inputs(model, lambda m: isinstance(m, (ChannelBias, MeanOnlyBatchNorm)))
     if not pairs:
@@ -69,16 +69,76 @@ def weight_normalize(model: nn.Module, name: str) -> nn.Module:
     return model
 
 
+def _wn_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+    """(layer, norm) for every weight-normalized layer and the wn / wn_mean_only_bn layer it feeds, in order."""
+    return [(layer, m) for _, layer, m in norm_inputs(model, lambda m: isinstance(m, (ChannelBias, MeanOnlyBatchNorm)))
+            if hasattr(layer, "parametrizations")]
+
+
+@torch.no_grad()
+def data_dependent_init(model: nn.Module, x: torch.Tensor) -> None:
+    """Salimans & Kingma 2016, section 3 (data-dependent initialization): on one minibatch `x`, layer by layer in
+    the order of the data flow, each weight-normalized layer's pre-activation t = v.u / ||v|| (u its input) gets
+    per channel mean mu[t] and standard deviation sigma[t]; then g = 1 / sigma[t] and b = -mu[t] / sigma[t], so
+    that y = g t' + b (t' = v.u/||v||) has mean 0 and variance 1 on that batch. The layers after are initialized
+    on the outputs of the layers already set, as in the paper. b is the wn layer's bias (ChannelBias); after
+    mean-only BN the batch mean is removed anyway, so its shift stays 0 (its output then has mean 0, variance 1
+    on the batch too). Buffers (mean-only BN's running mean) and the modes are put back: the init changes only
+    g and b. The caller draws `x` without touching the training loader, so the data order is unchanged."""
+    pairs = _wn_pairs(model)
+    buffers = {k: b.clone() for k, b in model.named_buffers()}
+    was = {m: m.training for m in model.modules()}
+    model.train()
+    try:
+        for layer, norm in pairs:
+            seen = {}
+            hook = layer.register_forward_hook(lambda mod, inp, out: seen.setdefault("t", out.detach()))
+            try:
+                model(x)
+            finally:
+                hook.remove()
+            t = seen["t"].float()
+            dims = [0] + list(range(2, t.dim()))
+            g = layer.parametrizations.weight.original0  # (out, 1, ...): torch's weight_norm magnitude
+            # the layer's output is g t' (+ its own bias, absent where a norm follows): divide out the current g
+            # to get t' = v.u/||v||, the pre-activation the paper's formula reads
+            g_flat = g.reshape(-1).float()
+            bias = layer.bias.float() if getattr(layer, "bias", None) is not None else torch.zeros_like(g_flat)
+            t0 = (t - bias.reshape((1, -1) + (1,) * (t.dim() - 2))) / g_flat.reshape((1, -1) + (1,) * (t.dim() - 2))
+            mu, sigma = t0.mean(dims), t0.var(dims, unbiased=False).clamp_min(1e-12).sqrt()
+            g.copy_((1.0 / sigma).reshape(g.shape).to(g.dtype))
+            b = (-mu / sigma)
+            if getattr(layer, "bias", None) is not None:
+                layer.bias.copy_(b.to(layer.bias.dtype))
+                if isinstance(norm, ChannelBias):
+                    norm.bias.zero_()
+            elif isinstance(norm, ChannelBias):
+                norm.bias.copy_(b.to(norm.bias.dtype))
+            else:  # mean-only BN subtracts the batch mean: its shift is the paper's b after centring, 0
+                norm.bias.zero_()
+    finally:
+        for k, b in model.named_buffers():
+            b.copy_(buffers[k])
+        for m, flag in was.items():
+            m.train(flag)
+
+
+def needs_data_init(model: nn.Module, norm) -> bool:
+    """Whether the training loop should call `data_dependent_init` (model.wn_init=data on a weight-normalized
+    model)."""
+    return norm.weight_norm and getattr(norm, "wn_init", "norm") == "data" and bool(_wn_pairs(model))
+
+
 @register_norm("mean_only_bn", options=("norm_momentum",), batch_stats=True)
 def mean_only_bn(norm, channels: int, dim: int) -> nn.Module:
     return MeanOnlyBatchNorm(channels, momentum=norm.norm_momentum)
 
 
-@register_norm("wn_mean_only_bn", options=("norm_momentum",), batch_stats=True, finish=weight_normalize)
+@register_norm("wn_mean_only_bn", options=("norm_momentum", "wn_init"), batch_stats=True, finish=weight_normalize)
 def wn_mean_only_bn(norm, channels: int, dim: int) -> nn.Module:
     return MeanOnlyBatchNorm(channels, momentum=norm.norm_momentum)
 
 
-@register_norm("wn", finish=weight_normalize)
+@register_norm("wn", options=("wn_init",), finish=weight_normalize)
 def wn(norm, channels: int, dim: int) -> nn.Module:
     return ChannelBias(channels)
