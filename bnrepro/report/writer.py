@@ -32,7 +32,7 @@ def write_report(runs_dir: str | Path, out: str | Path, notes=None, runs=None,
     claims = {h.id: relative_runs(h.to_json(), runs_dir) for h in results}
     (out / "claims.json").write_text(json.dumps(claims, indent=1, default=str) + "\n")
     text = markdown(results, figures, runs, runs_dir)
-    n_runs = len({d for claim in claims.values() for per in claim["data"].values() for d in per["runs"]})
+    n_runs = facts(runs)["runs"]  # every run of a claim, set aside or judged: what the marker records
     extra = notes(n_runs) if notes else []
     if extra:
         title, _, rest = text.partition("\n")
