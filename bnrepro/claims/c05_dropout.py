@@ -115,7 +115,8 @@ DESIGNS = {"cpu": Design(
     config={"trainer.max_steps": {"digits": 1500, "mnist1d": 6000}, "trainer.eval_every": 500,
             "data.train_examples": {"digits": 300, "mnist1d": 1000}},
     n=5,
-    pilot=PILOT_CPU)}
+    pilot=PILOT_CPU,
+    commit="902df75")}
 
 
 CLAIM = Claim(

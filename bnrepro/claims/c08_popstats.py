@@ -135,7 +135,8 @@ DESIGNS = {"cpu": Design(
     data=('digits', 'mnist1d'),
     config={"trainer.max_steps": 3000, "trainer.eval_every": 500, "optim.lr_mult": 1},
     n=5,
-    pilot=PILOT_CPU)}
+    pilot=PILOT_CPU,
+    commit="902df75")}
 
 
 CLAIM = Claim(

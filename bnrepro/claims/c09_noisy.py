@@ -143,7 +143,8 @@ DESIGNS = {"cpu": Design(
     data=('digits', 'mnist1d'),
     config={"trainer.max_steps": {"digits": 1500, "mnist1d": 2000}, "trainer.eval_every": 100},
     n=5,
-    pilot=PILOT_CPU)}
+    pilot=PILOT_CPU,
+    commit="902df75")}
 
 
 CLAIM = Claim(

@@ -192,7 +192,8 @@ DESIGNS = {"cpu": Design(
             "claim_params.c10_budget.cap": 6000,
             "trainer.eval_every": 250},
     n=5,
-    pilot=PILOT_CPU)}
+    pilot=PILOT_CPU,
+    commit="902df75")}
 
 
 CLAIM = Claim(

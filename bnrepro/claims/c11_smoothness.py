@@ -275,7 +275,8 @@ DESIGNS = {"cpu": Design(
     config={"trainer.max_steps": {"digits": 1000, "mnist1d": 2000}, "trainer.eval_every": 500,
             "trainer.eval_at": [25, 50, 75, 100, 150, 200, 300, 400]},
     n=5,
-    pilot=PILOT_CPU)}
+    pilot=PILOT_CPU,
+    commit="902df75")}
 
 
 CLAIM = Claim("C11", "BN smooths the loss landscape", ("c11_smoothness",), PAPER, _claim_text(), RULE,

@@ -118,7 +118,8 @@ DESIGNS = {"cpu": Design(
     data=('digits', 'mnist1d'),
     config={"trainer.max_steps": 1000, "trainer.eval_every": 250, "model.wn_init": "data"},
     n=5,
-    pilot=PILOT_CPU)}
+    pilot=PILOT_CPU,
+    commit="902df75")}
 
 
 CLAIM = Claim("C13", "Length-direction decoupling (weight norm + mean-only BN) recovers BN's gain",
