@@ -172,7 +172,8 @@ def arm_overrides(run) -> tuple[str, ...]:
     """The run's own command-line overrides of the keys its experiment sweeps (seed aside), from Hydra's record."""
     from bnrepro.arms import SWEEPS
 
-    swept = {k for keys in SWEEPS.get(run.name, {}).values() for k in keys}
+    swept = {k for keys in SWEEPS.get(run.name, {}).values() for k in keys} | {"data"}  # the data axis too: budgets
+    # differ per dataset (steps_by_data)
     return tuple(sorted(o for o in rundir.read_overrides(run.dir) if o.split("=", 1)[0].lstrip("+~") in swept))
 
 
