@@ -87,9 +87,12 @@ def test_imagenet_c1_checks_the_papers_fixed_target():
     assert (cfg.trainer.batch_size, cfg.optim.lr) == (32, 0.0015)
 
 
-def test_cpu_and_cifar_c1_keep_the_run_relative_schedule():
-    cfg = compose("experiment=c1_speed", "scale=cpu")
-    assert cfg.schedule.decay_every_steps is None and cfg.schedule.decay_every_frac == 0.05
+def test_cifar_c1_keeps_the_run_relative_schedule_and_cpu_an_absolute_one():
+    """cifar: decay every 5% of the run. cpu (issue 21): every 10 steps whatever a rung's budget, so a rung's LR at
+    a step no longer depends on how long it trains (the rungs now train 800, 300 and 120 steps)."""
+    cifar = compose("experiment=c1_speed", "scale=cifar")
+    assert cifar.schedule.decay_every_steps is None and cifar.schedule.decay_every_frac == 0.05
+    assert compose("experiment=c1_speed", "scale=cpu").schedule.decay_every_steps == 10
 
 
 @pytest.mark.parametrize("scale", GPU_SCALES)

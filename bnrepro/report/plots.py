@@ -133,7 +133,7 @@ def tests_panel(fig, spec, result: Result, marks: dict | None = None) -> None:
         ax.grid(False, axis="y")
         if row == 0:
             ax.set_title("the rule's tests, 95% intervals\ngreen holds, red fails, grey unclear;\n"
-                         "dashed: holds beyond it;\nred dotted: fails short of it")
+                         "dashed: the threshold (holds on the\nclaim's side, fails on the other)")
         legend(ax)
 
 
