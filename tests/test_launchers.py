@@ -77,3 +77,61 @@ def test_threads_setting(monkeypatch):
     assert resolve("auto").threads == max(1, cores // 2)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun's processes on this node share the cores too
     assert resolve("auto").threads == max(1, cores // 8)
+
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+
+
+def sweep(experiment: str, *cli: str):
+    """The master config and the jobs of `python -m bnrepro.train -m experiment=E scale=cpu CLI...`, as Hydra's
+    basic sweeper makes them (its sweeper.params and the command line's overrides, the cartesian product)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+
+    import bnrepro.loop  # noqa: F401 - the bnrepro_cores resolver of the launcher config
+
+    task = [f"experiment={experiment}", "scale=cpu", *cli]
+    loader = GlobalHydra.instance().config_loader()
+    master = loader.load_configuration("train", overrides=[*task, "hydra/launcher=joblib"], run_mode=RunMode.MULTIRUN)
+    params = [f"{k}={v}" for k, v in (master.hydra.sweeper.params or {}).items()]
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides([*params, *task])
+    return loader, master, [list(job) for job in BasicSweeper.split_arguments(parsed, None)[0]]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_compose_once_gives_hydras_config_for_every_kind_of_job(experiment):
+    """hydra_plugins/bnrepro_launcher.py's cached composition is Hydra's, key for key and flag for flag: on the first
+    and last job of every experiment's cpu sweep and one job per distinct choice of its config groups (data,
+    ladder, ...), each also with a command-line value, a `+` addition and a group choice that no sweep makes."""
+    from hydra_plugins.bnrepro_launcher import ComposeOnce
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        loader, master, jobs = sweep(experiment, "trainer.max_steps=7", "+trainer.tag=x", "logger=none")
+        groups = {}
+        for job in jobs:  # one job per distinct choice of config groups
+            groups.setdefault(tuple(o for o in job if loader.repository.group_exists(o.split("=")[0])), job)
+        picked = [jobs[0], jobs[-1], *groups.values()]
+        once = ComposeOnce(loader)
+        for job in picked:
+            ours, hydras = once.take(master, job), loader.load_sweep_config(master, job)
+            assert OmegaConf.to_yaml(ours) == OmegaConf.to_yaml(hydras), job
+            assert OmegaConf.is_struct(ours) and not OmegaConf.is_readonly(ours.hydra)
+            assert ours.hydra.job.override_dirname == hydras.hydra.job.override_dirname
+        assert len(once.bases) == len(groups) and not once.jobs  # each group choice composed once, none kept
+
+
+def test_compose_once_lets_hydra_refuse_a_bad_job():
+    """A job Hydra cannot compose (an unknown group choice, a key not in the schema) fails as Hydra fails it."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+    from hydra_plugins.bnrepro_launcher import ComposeOnce
+
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        loader, master, jobs = sweep("c2_lr")
+        once = ComposeOnce(loader)
+        with pytest.raises(MissingConfigException):
+            once.take(master, [*jobs[0], "data=no_such_data"])
+        with pytest.raises(ConfigCompositionException):
+            once.take(master, [*jobs[0], "trainer.no_such_key=1"])
