@@ -1,9 +1,14 @@
 """Where the claims suite's CPU time goes: training steps or fixed cost (`make profile-suite`).
 
+    python scripts/profile_suite.py suite [--out DIR] [EXPERIMENT ...]
+        `make reproduce` itself (scripts/reproduce.sh: every experiment, then the report) into DIR/runs and
+        DIR/results, timed: its wall time, the CPU time of the suite's processes (the suite, its workers, W&B's
+        service) and of the report, and the share of the suite's CPU time spent in training steps (summary.json's
+        train_cpu_s); written to DIR/profile.json. The machine should be otherwise idle.
     python scripts/profile_suite.py sweep [c2_lr c5_dropout] [--extra seed=0,1] [--out DIR]
         each experiment's multirun as scripts/reproduce.sh launches it (joblib), with the CPU time of the
         launcher, its workers and W&B's service (read from /proc), and the runs' CPU time in training steps
-        (summary.json's train_cpu_s); then the whole suite extrapolated with the runs per experiment (SUITE_RUNS).
+        (summary.json's train_cpu_s); then the whole suite extrapolated with the runs per experiment counted in --main-runs.
     python scripts/profile_suite.py jobs c2_lr [--extra seed=0]
         the same jobs one after another in this process, as a joblib worker runs them, with the CPU time of each
         phase of a run (data, model, W&B, evaluations, checkpoints, summary, steps...); the first job pays the
@@ -31,11 +36,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# runs per experiment of the cpu suite (runs/cpu at 498558d: 495 runs)
-SUITE_RUNS = {"fig1": 10, "c1_speed": 25, "c2_lr": 30, "c3_sigmoid": 60, "c4_drift": 10, "c5_dropout": 30,
-              "c6_init": 30, "c7_small_batch": 30, "c8_popstats": 10, "c9_noisy": 15, "c10_small_lr": 70,
-              "c11_smoothness": 10, "c12_init_gradients": 75, "c13_decoupling": 60, "c14_scale_invariance": 10,
-              "c15_folding": 20}
 TICK = os.sysconf("SC_CLK_TCK")
 FINISHED = ("completed", "diverged")
 
@@ -47,6 +47,7 @@ class TreeCPU:
 
     def __init__(self, pid: int, every: float = 0.1):
         self.root, self.every, self.seen = pid, every, {}  # pid -> (command line, CPU seconds)
+        self.when: dict[int, tuple[float, float]] = {}  # pid -> (first, last) time a poll saw it
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._poll, daemon=True)
         self.thread.start()
@@ -68,24 +69,64 @@ class TreeCPU:
             while new:
                 new = {pid for pid, (ppid, _, _) in procs.items() if ppid in new} - tree
                 tree |= new
+            now = time.perf_counter()
             for pid in tree & procs.keys():  # an exited (zombie) process has an empty command line: keep the last
                 self.seen[pid] = (procs[pid][2] or self.seen.get(pid, ("", 0.0))[0], procs[pid][1])
+                self.when[pid] = (self.when.get(pid, (now, now))[0], now)
             self.done.wait(self.every)
 
     def stop(self) -> dict[str, float]:
-        """CPU seconds by role: launcher (the main process), workers (loky's), wandb-core (W&B's service), other."""
+        """CPU seconds by role: launcher (the main process, or bnrepro.suite), workers (loky's), wandb-core (W&B's
+        service), report (bnrepro.report), other."""
         self.done.set()
         self.thread.join()
         roles = collections.Counter()
         for pid, (cmd, cpu) in self.seen.items():
-            role = ("launcher" if pid == self.root else "wandb-core" if "wandb" in cmd
-                    else "workers" if "LokyProcess" in cmd else "other")
+            role = ("launcher" if pid == self.root or "bnrepro.suite" in cmd else "report" if "bnrepro.report" in cmd
+                    else "wandb-core" if "wandb" in cmd else "workers" if "LokyProcess" in cmd else "other")
             roles[role] += cpu
         return dict(roles)
+
+    def span(self, text: str) -> float:
+        """Seconds between the first and the last poll that saw a process whose command line contains text."""
+        times = [t for pid, (cmd, _) in self.seen.items() if text in cmd for t in self.when.get(pid, ())]
+        return max(times) - min(times) if times else 0.0
 
 
 def summaries(folder: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.rglob("summary.json"))]
+
+
+def suite(experiments: list[str], out: Path) -> None:
+    """`make reproduce` (scripts/reproduce.sh) into out/runs and out/results, its CPU time by process and phase."""
+    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), "RUNS": str(out / "runs"),
+           "OUT": str(out / "results"), "PYTHON": sys.executable}
+    if experiments:
+        env["EXPERIMENTS"] = " ".join(experiments)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(["scripts/reproduce.sh"], cwd=ROOT, env=env)
+    tree = TreeCPU(proc.pid)
+    code = proc.wait()
+    wall = time.perf_counter() - t0
+    report_wall = tree.span("bnrepro.report")
+    roles = tree.stop()
+    report = roles.get("report", 0.0)
+    runs = [s for s in summaries(out / "runs") if s.get("status") in FINISHED]
+    train = sum(s.get("train_cpu_s") or 0.0 for s in runs)
+    suite_cpu = sum(roles.values()) - report
+    row = {"exit": code, "runs": len(runs), "wall_s": wall, "report_wall_s": report_wall, "cpu_s": roles,
+           "report_cpu_s": report, "suite_cpu_s": suite_cpu, "train_cpu_s": train, "git_rev": _rev()}
+    (out / "profile.json").write_text(json.dumps(row, indent=1))
+    print(f"make reproduce (exit {code}): {len(runs)} runs, {wall / 60:.1f} min wall, of which the report "
+          f"{report_wall / 60:.1f} min; CPU: " + ", ".join(f"{k} {v:.0f} s" for k, v in sorted(roles.items()))
+          + f" (the report {report:.0f} s of it)")
+    print(f"training steps {train:.0f} CPU s = {train / suite_cpu:.0%} of the suite's {suite_cpu:.0f} CPU s "
+          f"(the report excluded), {train / (suite_cpu + report):.0%} with the report")
+
+
+def _rev() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
 
 
 def sweep(experiments: list[str], extra: list[str], out: Path) -> None:
@@ -136,14 +177,14 @@ def extrapolate(rows_file: Path, main_runs: Path, workers: int = 2) -> None:
     per_run = (sum(r["cpu"] - r["roles"].get("launcher", 0.0) - r["train_cpu_s"] for r in rows)
                - k * workers * start) / n
     inside = statistics.median(x for r in rows for x in r["inside_each"])
-    train, estimated = 0.0, 0
-    for exp in SUITE_RUNS:
-        for s in summaries(main_runs / exp):
-            if s.get("status") not in FINISHED:
-                continue
-            estimated += "train_cpu_s" not in s
-            train += s["train_cpu_s"] if "train_cpu_s" in s else max((s.get("wall_s") or 0.0) - inside, 0.0)
-    fixed = per_exp * len(SUITE_RUNS) + per_run * sum(SUITE_RUNS.values())
+    train, estimated, suite_runs = 0.0, 0, collections.Counter()
+    for s in summaries(main_runs):
+        if s.get("status") not in FINISHED:
+            continue
+        suite_runs[s.get("name")] += 1
+        estimated += "train_cpu_s" not in s
+        train += s["train_cpu_s"] if "train_cpu_s" in s else max((s.get("wall_s") or 0.0) - inside, 0.0)
+    fixed = per_exp * len(suite_runs) + per_run * sum(suite_runs.values())
     print(f"suite: fixed costs from {n} runs of {k} experiments ({per_exp:.1f} CPU s per experiment, of which "
           f"{workers} x {start:.1f} the workers' imports, + {per_run:.2f} per run) = {fixed:.0f} CPU s; training "
           f"{train:.0f} CPU s from {main_runs} ({estimated} runs' from wall_s - {inside:.2f} s, the median): "
@@ -240,8 +281,8 @@ def _cpu(cmd) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["sweep", "jobs", "imports", "extrapolate"])
-    ap.add_argument("experiments", nargs="*", default=["c2_lr", "c5_dropout"])
+    ap.add_argument("what", choices=["suite", "sweep", "jobs", "imports", "extrapolate"])
+    ap.add_argument("experiments", nargs="*", help="default: every experiment (suite), c2_lr c5_dropout (others)")
     ap.add_argument("--extra", nargs="*", default=["seed=0,1"], help="overrides for every sweep")
     ap.add_argument("--out", type=Path, help="where the run dirs go (default: a temporary folder); "
                     "extrapolate reads OUT/profile.json")
@@ -251,13 +292,16 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         out = args.out or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="profile_suite_")))
         out.mkdir(parents=True, exist_ok=True)
-        if args.what == "sweep":
-            sweep(args.experiments, args.extra, out)
+        experiments = args.experiments or ([] if args.what == "suite" else ["c2_lr", "c5_dropout"])
+        if args.what == "suite":
+            suite(experiments, out)
+        elif args.what == "sweep":
+            sweep(experiments, args.extra, out)
             extrapolate(out / "profile.json", args.main_runs)
         elif args.what == "extrapolate":
             extrapolate(out / "profile.json", args.main_runs)
         elif args.what == "jobs":
-            for exp in args.experiments:
+            for exp in experiments:
                 jobs(exp, args.extra, out)
         else:
             imports()

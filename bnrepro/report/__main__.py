@@ -13,6 +13,7 @@ runs came from and warns about runs off their scale's step budget, runs made fro
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -155,17 +156,36 @@ def machine_line(machine: dict | None) -> str:
     return f"{machine.get('cpu')} ({machine.get('arch')}, {machine.get('isa')}){gpu}; {libs}"
 
 
+@functools.cache
 def expected_steps(name: str, scale: str, arm: tuple[str, ...] = ()) -> int | None:
     """trainer.max_steps that `experiment=name scale=scale` defines for a run of the given arm (its overrides of
-    the keys the experiment sweeps: C10's budget scales with the LR); None for an ad-hoc run."""
-    from hydra import compose, initialize_config_dir
+    the keys the experiment sweeps: C10's budget scales with the LR); None for an ad-hoc run. Composed as the
+    suite's launcher composes a job (hydra_plugins/bnrepro_launcher.py): each choice of config groups once."""
+    sweep = _sweep(name, scale)
+    if sweep is None:
+        return None
+    master, compose_once = sweep
+    return int(compose_once.take(master, [f"experiment={name}", f"scale={scale}", *arm]).trainer.max_steps)
+
+
+@functools.cache
+def _sweep(name: str, scale: str):
+    """The master config of `python -m bnrepro.train -m experiment=name scale=scale` and a ComposeOnce for its
+    jobs; None for a name that is no experiment."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from hydra_plugins.bnrepro_launcher import ComposeOnce
 
     from bnrepro.door import CONFIGS
 
     if not (CONFIGS / "experiment" / f"{name}.yaml").exists():
         return None
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return int(compose("train", overrides=[f"experiment={name}", f"scale={scale}", *arm]).trainer.max_steps)
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("train", overrides=[f"experiment={name}", f"scale={scale}"],
+                                           run_mode=RunMode.MULTIRUN)
+    return master, ComposeOnce(loader)
 
 
 def arm_overrides(run) -> tuple[str, ...]:
@@ -180,20 +200,15 @@ def arm_overrides(run) -> tuple[str, ...]:
 def off_budget(runs) -> list[tuple]:
     """(run, the steps its scale defines) for each run trained to another step budget than `experiment=X scale=Y`
     defines for its arm (a smoke sweep's `trainer.max_steps=20`)."""
-    off, cache = [], {}
+    off = []
     for run in runs:
         name, scale, steps = run.name, run.summary.get("scale") or run.get("scale_name"), run.get("trainer.max_steps")
         try:
-            key = (name, scale, arm_overrides(run))
-        except Exception:  # noqa: BLE001 - an unreadable overrides.yaml: nothing to compare against
-            continue
-        if key not in cache:
-            try:
-                cache[key] = expected_steps(*key) if name and scale else None
-            except Exception:  # noqa: BLE001 - a config that no longer composes: nothing to compare against
-                cache[key] = None
-        if cache[key] is not None and steps is not None and int(steps) != cache[key]:
-            off.append((run, cache[key]))
+            expected = expected_steps(name, scale, arm_overrides(run)) if name and scale else None
+        except Exception:  # noqa: BLE001 - unreadable overrides.yaml, a config that no longer composes: nothing
+            continue  # to compare against
+        if expected is not None and steps is not None and int(steps) != expected:
+            off.append((run, expected))
     return off
 
 

@@ -211,26 +211,29 @@ def visible_ticklabels(axis) -> list:
 
 def untangle(fig) -> None:
     """Make every axis's tick labels legible: drop minor labels, then rotate (x), shrink, thin, until none
-    overlap."""
+    overlap. Every tangled axis takes its next step between two draws of the figure (a draw is what costs: one
+    a round, not one per axis)."""
     from matplotlib.ticker import NullFormatter
 
-    for ax in fig.axes:
-        for axis in (ax.xaxis, ax.yaxis):
-            for step in range(6):
-                fig.canvas.draw()
-                renderer = fig.canvas.get_renderer()
-                if not overlaps(visible_ticklabels(axis), renderer):
-                    break
-                if step == 0:
-                    axis.set_minor_formatter(NullFormatter())
-                elif step == 1 and axis is ax.xaxis:
-                    for t in axis.get_ticklabels():
-                        t.set_rotation(30)
-                        t.set_ha("right")
-                        t.set_rotation_mode("anchor")
-                elif step in (1, 2, 3):
-                    for t in axis.get_ticklabels():
-                        t.set_fontsize(max(5, t.get_fontsize() - 1))
-                else:
-                    for i, t in enumerate(axis.get_ticklabels()):
-                        t.set_visible(i % 2 == 0)
+    steps = {axis: 0 for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)}
+    for _ in range(6):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        tangled = [axis for axis in steps if overlaps(visible_ticklabels(axis), renderer)]
+        if not tangled:
+            return
+        for axis in tangled:
+            step, steps[axis] = steps[axis], steps[axis] + 1
+            if step == 0:
+                axis.set_minor_formatter(NullFormatter())
+            elif step == 1 and axis.axis_name == "x":
+                for t in axis.get_ticklabels():
+                    t.set_rotation(30)
+                    t.set_ha("right")
+                    t.set_rotation_mode("anchor")
+            elif step in (1, 2, 3):
+                for t in axis.get_ticklabels():
+                    t.set_fontsize(max(5, t.get_fontsize() - 1))
+            else:
+                for i, t in enumerate(axis.get_ticklabels()):
+                    t.set_visible(i % 2 == 0)
