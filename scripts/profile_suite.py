@@ -114,14 +114,17 @@ def suite(experiments: list[str], out: Path) -> None:
     runs = [s for s in summaries(out / "runs") if s.get("status") in FINISHED]
     train = sum(s.get("train_cpu_s") or 0.0 for s in runs)
     suite_cpu = sum(roles.values()) - report
+    inside = sum((s.get("wall_s") or 0.0) - (s.get("train_s") or 0.0) for s in runs)
     row = {"exit": code, "runs": len(runs), "wall_s": wall, "report_wall_s": report_wall, "cpu_s": roles,
-           "report_cpu_s": report, "suite_cpu_s": suite_cpu, "train_cpu_s": train, "git_rev": _rev()}
+           "report_cpu_s": report, "suite_cpu_s": suite_cpu, "train_cpu_s": train,
+           "in_runs_not_training_s": inside, "git_rev": _rev()}
     (out / "profile.json").write_text(json.dumps(row, indent=1))
     print(f"make reproduce (exit {code}): {len(runs)} runs, {wall / 60:.1f} min wall, of which the report "
           f"{report_wall / 60:.1f} min; CPU: " + ", ".join(f"{k} {v:.0f} s" for k, v in sorted(roles.items()))
           + f" (the report {report:.0f} s of it)")
     print(f"training steps {train:.0f} CPU s = {train / suite_cpu:.0%} of the suite's {suite_cpu:.0f} CPU s "
-          f"(the report excluded), {train / (suite_cpu + report):.0%} with the report")
+          f"(the report excluded), {train / (suite_cpu + report):.0%} with the report; inside the runs but not in "
+          f"training steps (evaluations, probes, set-up; wall seconds): {inside:.0f} s")
 
 
 def _rev() -> str:
