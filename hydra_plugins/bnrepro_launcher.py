@@ -83,6 +83,20 @@ class ComposeOnce:
         return cfg
 
 
+def sweep_configs(config_dir: str | Path, overrides: Sequence[str]) -> tuple[DictConfig, ComposeOnce]:
+    """The master config of a multirun with `overrides` (`-m experiment=c2_lr scale=cpu`) from the primary config
+    `train` in config_dir, and a ComposeOnce that composes its jobs as this launcher does:
+    `compose_once.take(master, [*overrides, "seed=2000", ...])`."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("train", overrides=list(overrides), run_mode=RunMode.MULTIRUN)
+    return master, ComposeOnce(loader)
+
+
 def _record_overrides(cfg: DictConfig, parsed: list[Override]) -> None:
     """hydra.overrides.task and hydra.job.override_dirname of the job, as ConfigLoaderImpl writes them: every
     override in the order given."""

@@ -17,18 +17,18 @@ When a config change is MEANT to change runs, regenerate the pins and say so in 
 """
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import os
 
 from hydra import compose, initialize_config_dir
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
+from bnrepro.door import cfg_without_hydra
 from bnrepro.identity import config_hash  # (importing bnrepro registers the resolvers the configs use)
 from conftest import CONFIGS, ROOT
 from hydra_plugins.bnrepro_claim_groups import group_dir
+from hydra_plugins.bnrepro_launcher import sweep_configs
 
 GOLDEN = ROOT / "tests" / "data" / "composed_configs.json"
 SCALES = ("cpu", "cifar", "imagenet")
@@ -41,45 +41,28 @@ def digest(container: dict) -> str:
 def composed() -> dict[str, str]:
     """{job id: digest} for every job of every experiment's sweep at every scale, and the extras.
 
-    Composing takes ~0.1 s, so a sweep composes once per choice of its config-group axes (ladder=, norm_batch=,
-    c8=) and sets its value axes (model.norm=, optim.lr_mult=, seed=, ...) on a copy of that config as Hydra
-    applies a value override (OmegaConf.update after composition). The first job of every sweep is also
-    composed for real and must agree, so the shortcut cannot hide a difference."""
-    parser = OverridesParser.create()
+    Each sweep's jobs are composed as the suite's launcher composes them (hydra_plugins/bnrepro_launcher.py: each
+    choice of config groups by Hydra, once; the value axes applied to a copy by Hydra's own function), which
+    tests/test_launchers.py checks against Hydra's full composition."""
     out = {}
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        for scale in SCALES:
-            swept = set()
-            for exp in sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml")):
-                base = [f"experiment={exp}", f"scale={scale}"]
-                first = compose("train", overrides=base, return_hydra_config=True)
-                params = OmegaConf.to_container(first.hydra.sweeper.params, resolve=True) or {}
-                with open_dict(first):
-                    del first["hydra"]
-                keys = sorted(params)
-                by_choice = {(): first}  # the sweep's value axes apply to the experiment's own composition
-                for n, values in enumerate(itertools.product(*(str(params[k]).split(",") for k in keys))):
-                    job = base + [f"{k}={v}" for k, v in zip(keys, values)]
-                    parsed = parser.parse_overrides(job[2:])
-                    groups = [o for o in parsed if group_dir(CONFIGS, o.key_or_group)]
-                    choice = tuple(o.input_line for o in groups)
-                    swept.update(choice)
-                    if choice not in by_choice:
-                        by_choice[choice] = compose("train", overrides=base + list(choice))
-                    cfg = copy.deepcopy(by_choice[choice])
-                    for o in parsed:
-                        if o not in groups:
-                            OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
-                    container = OmegaConf.to_container(cfg, resolve=True)
-                    if n == 0:
-                        real = OmegaConf.to_container(compose("train", overrides=job), resolve=True)
-                        assert container == real, f"{' '.join(job)}: setting the value axes differs from compose"
-                    out[" ".join(job)] = digest(container)
-            models = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
-            extras = [[f"scale={scale}", f"model={m}"] for m in models]
-            extras += [["experiment=c7_small_batch", f"scale={scale}", f"norm_batch={arm}"]  # the arms no sweep runs
-                       for arm in sorted(p.stem for p in group_dir(CONFIGS, "norm_batch").glob("*.yaml"))
-                       if f"norm_batch={arm}" not in swept]
+    for scale in SCALES:
+        swept = set()
+        for exp in sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml")):
+            base = [f"experiment={exp}", f"scale={scale}"]
+            master, compose_once = sweep_configs(CONFIGS, base)
+            params = OmegaConf.to_container(master.hydra.sweeper.params, resolve=True) or {}
+            keys = sorted(params)
+            for values in itertools.product(*(str(params[k]).split(",") for k in keys)):
+                job = base + [f"{k}={v}" for k, v in zip(keys, values)]
+                swept.update(o for o in job[2:] if group_dir(CONFIGS, o.split("=")[0]))
+                cfg = cfg_without_hydra(compose_once.take(master, job))
+                out[" ".join(job)] = digest(OmegaConf.to_container(cfg, resolve=True))
+        models = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
+        extras = [[f"scale={scale}", f"model={m}"] for m in models]
+        extras += [["experiment=c7_small_batch", f"scale={scale}", f"norm_batch={arm}"]  # the arms no sweep runs
+                   for arm in sorted(p.stem for p in group_dir(CONFIGS, "norm_batch").glob("*.yaml"))
+                   if f"norm_batch={arm}" not in swept]
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
             for over in extras:
                 out[" ".join(over)] = digest(OmegaConf.to_container(compose("train", overrides=over), resolve=True))
     return out

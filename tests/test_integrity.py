@@ -135,19 +135,23 @@ def test_schema_accepts_every_experiment_and_the_keys_of_the_other_branches():
 
 
 def test_schema_accepts_every_job_of_every_experiment_at_every_scale():
-    """The suite's own sweeps (hydra.sweeper.params of each experiment file) never hit the door."""
+    """The suite's own sweeps (hydra.sweeper.params of each experiment file) never hit the door; each job composed
+    as the suite's launcher composes it (hydra_plugins/bnrepro_launcher.py)."""
     import itertools
 
-    from hydra import compose, initialize_config_dir
+    from hydra_plugins.bnrepro_launcher import sweep_configs
 
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        for scale in ("cpu", "cifar", "imagenet"):
-            for exp in sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml")):
-                base = [f"experiment={exp}", f"scale={scale}"]
-                params = compose("train", overrides=base, return_hydra_config=True).hydra.sweeper.params or {}
-                keys = [k for k in params if k != "seed"]
-                for values in itertools.product(*(str(params[k]).split(",") for k in keys)):
-                    validate(compose("train", overrides=[*base, *(f"{k}={v}" for k, v in zip(keys, values))]))
+    from bnrepro.door import cfg_without_hydra
+
+    for scale in ("cpu", "cifar", "imagenet"):
+        for exp in sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml")):
+            base = [f"experiment={exp}", f"scale={scale}"]
+            master, compose_once = sweep_configs(ROOT / "configs", base)
+            params = master.hydra.sweeper.params or {}
+            keys = [k for k in params if k != "seed"]
+            for values in itertools.product(*(str(params[k]).split(",") for k in keys)):
+                validate(cfg_without_hydra(compose_once.take(master, [*base, *(f"{k}={v}" for k, v in
+                                                                            zip(keys, values))])))
 
 
 # --- a run's identity is its config ----------------------------------------------------------------------

@@ -172,20 +172,13 @@ def expected_steps(name: str, scale: str, arm: tuple[str, ...] = ()) -> int | No
 def _sweep(name: str, scale: str):
     """The master config of `python -m bnrepro.train -m experiment=name scale=scale` and a ComposeOnce for its
     jobs; None for a name that is no experiment."""
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.types import RunMode
-    from hydra_plugins.bnrepro_launcher import ComposeOnce
+    from hydra_plugins.bnrepro_launcher import sweep_configs
 
     from bnrepro.door import CONFIGS
 
     if not (CONFIGS / "experiment" / f"{name}.yaml").exists():
         return None
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        loader = GlobalHydra.instance().config_loader()
-        master = loader.load_configuration("train", overrides=[f"experiment={name}", f"scale={scale}"],
-                                           run_mode=RunMode.MULTIRUN)
-    return master, ComposeOnce(loader)
+    return sweep_configs(CONFIGS, [f"experiment={name}", f"scale={scale}"])
 
 
 def arm_overrides(run) -> tuple[str, ...]:
