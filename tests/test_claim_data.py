@@ -72,3 +72,26 @@ def test_gpu_scales_keep_their_data(experiment, scale):
     cfg = compose_cfg([f"experiment={experiment}", f"scale={scale}"])
     data = {o.split("=", 1)[1] for job in jobs(cfg) for o in job if o.startswith("data=")}
     assert data == {"mnist" if experiment in MNIST_AT_GPU else GPU_DATA[scale]}
+
+
+def test_a_launched_run_off_its_arms_budget_is_outside_the_design(tmp_path):
+    """C7's budget is derived per arm (9,600 examples / the batch), in no config key of its Design: a run Hydra
+    recorded as `norm_batch=real_bn_4` is judged only at the steps the committed configs define for that arm
+    (the smoke sweep's `trainer.max_steps=20` used to be judged)."""
+    import yaml
+
+    from bnrepro.report.design import expected_steps
+
+    design, job = DESIGN["c7_small_batch"], ["data=digits", "norm_batch=real_bn_4", "seed=2000"]
+    assert expected_steps("c7_small_batch", "cpu", ("data=digits", "norm_batch=real_bn_4")) == 9600 // 4
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*job, "experiment=c7_small_batch",
+                                                                         "scale=cpu"]))
+    for steps, refused in ((2400, False), (20, True)):
+        composed = compose_cfg(["experiment=c7_small_batch", "scale=cpu", *job, f"trainer.max_steps={steps}"])
+        OmegaConf.set_struct(composed, False)
+        composed.pop("hydra")
+        config = flatten(OmegaConf.to_container(composed, resolve=True))
+        run = Run(dir=tmp_path, config=config, summary={"status": "completed", "scale": "cpu"})
+        why = design.outside(run)
+        assert (why == "trainer.max_steps=20 (the design says 2400 for this arm)") if refused else why is None

@@ -13,7 +13,6 @@ runs came from and warns about runs off their scale's step budget, runs made fro
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from bnrepro import ConfigError, rundir
+from bnrepro.report.design import arm_overrides, budget, expected_steps  # noqa: F401 - tests use them here
 from bnrepro.report.writer import MARKER
 
 NOTHING = "nothing was written"
@@ -156,50 +156,12 @@ def machine_line(machine: dict | None) -> str:
     return f"{machine.get('cpu')} ({machine.get('arch')}, {machine.get('isa')}){gpu}; {libs}"
 
 
-@functools.cache
-def expected_steps(name: str, scale: str, arm: tuple[str, ...] = ()) -> int | None:
-    """trainer.max_steps that `experiment=name scale=scale` defines for a run of the given arm (its overrides of
-    the keys the experiment sweeps: C10's budget scales with the LR); None for an ad-hoc run. Composed as the
-    suite's launcher composes a job (hydra_plugins/bnrepro_launcher.py): each choice of config groups once."""
-    sweep = _sweep(name, scale)
-    if sweep is None:
-        return None
-    master, compose_once = sweep
-    return int(compose_once.take(master, [f"experiment={name}", f"scale={scale}", *arm]).trainer.max_steps)
-
-
-@functools.cache
-def _sweep(name: str, scale: str):
-    """The master config of `python -m bnrepro.train -m experiment=name scale=scale` and a ComposeOnce for its
-    jobs; None for a name that is no experiment."""
-    from hydra_plugins.bnrepro_launcher import sweep_configs
-
-    from bnrepro.door import CONFIGS
-
-    if not (CONFIGS / "experiment" / f"{name}.yaml").exists():
-        return None
-    return sweep_configs(CONFIGS, [f"experiment={name}", f"scale={scale}"])
-
-
-def arm_overrides(run) -> tuple[str, ...]:
-    """The run's own command-line overrides of the keys its experiment sweeps (seed aside), from Hydra's record."""
-    from bnrepro.arms import SWEEPS
-
-    swept = {k for keys in SWEEPS.get(run.name, {}).values() for k in keys} | {"data"}  # the data axis too: budgets
-    # differ per dataset (steps_by_data)
-    return tuple(sorted(o for o in rundir.read_overrides(run.dir) if o.split("=", 1)[0].lstrip("+~") in swept))
-
-
 def off_budget(runs) -> list[tuple]:
     """(run, the steps its scale defines) for each run trained to another step budget than `experiment=X scale=Y`
     defines for its arm (a smoke sweep's `trainer.max_steps=20`)."""
     off = []
     for run in runs:
-        name, scale, steps = run.name, run.summary.get("scale") or run.get("scale_name"), run.get("trainer.max_steps")
-        try:
-            expected = expected_steps(name, scale, arm_overrides(run)) if name and scale else None
-        except Exception:  # noqa: BLE001 - unreadable overrides.yaml, a config that no longer composes: nothing
-            continue  # to compare against
+        expected, steps = budget(run), run.get("trainer.max_steps")
         if expected is not None and steps is not None and int(steps) != expected:
             off.append((run, expected))
     return off

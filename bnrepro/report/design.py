@@ -13,11 +13,14 @@ A scale without a frozen design (today: cifar, imagenet) is judged on whatever s
 exploratory: nothing there was chosen before its runs."""
 from __future__ import annotations
 
+import functools
 import subprocess
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from bnrepro.rundir import OVERRIDES
 
 PILOT_FROM, CONFIRMATION_FROM = 1000, 2000
 
@@ -59,10 +62,62 @@ class Design:
             have = run.get(key)
             if want is not None and _norm(have) != _norm(want):
                 return f"{key}={have!r} (the design says {want!r})"
+        # a budget derived per arm (C7's examples / batch, C10's LR-scaled steps) is in no config key: a launched
+        # run (Hydra recorded its arm) is compared with what the committed configs define for that arm
+        if run.dir is not None and (Path(run.dir) / OVERRIDES).exists():
+            steps, expected = run.get("trainer.max_steps"), budget(run)
+            if expected is not None and steps is not None and int(steps) != expected:
+                return f"trainer.max_steps={steps} (the design says {expected} for this arm)"
         rev = run.summary.get("git_rev")
         if self.commit and rev and before(rev, self.commit):
             return f"made from code {rev}, before the design was frozen at {self.commit}"
         return None
+
+
+def budget(run) -> int | None:
+    """The step budget the committed configs define for the run's experiment, scale and arm (a run without Hydra's
+    record of its overrides: the experiment's own); None for an ad-hoc run, or one whose config no longer
+    composes."""
+    name, scale = run.name, run.summary.get("scale") or run.get("scale_name")
+    try:
+        return expected_steps(name, scale, arm_overrides(run)) if name and scale else None
+    except Exception:  # noqa: BLE001 - nothing to compare against
+        return None
+
+
+@functools.cache
+def expected_steps(name: str, scale: str, arm: tuple[str, ...] = ()) -> int | None:
+    """trainer.max_steps that `experiment=name scale=scale` defines for a run of the given arm (its overrides of
+    the keys the experiment sweeps: C10's budget scales with the LR); None for an ad-hoc run. Composed as the
+    suite's launcher composes a job (hydra_plugins/bnrepro_launcher.py): each choice of config groups once."""
+    sweep = _sweep(name, scale)
+    if sweep is None:
+        return None
+    master, compose_once = sweep
+    return int(compose_once.take(master, [f"experiment={name}", f"scale={scale}", *arm]).trainer.max_steps)
+
+
+@functools.cache
+def _sweep(name: str, scale: str):
+    """The master config of `python -m bnrepro.train -m experiment=name scale=scale` and a ComposeOnce for its
+    jobs; None for a name that is no experiment."""
+    from hydra_plugins.bnrepro_launcher import sweep_configs
+
+    from bnrepro.door import CONFIGS
+
+    if not (CONFIGS / "experiment" / f"{name}.yaml").exists():
+        return None
+    return sweep_configs(CONFIGS, [f"experiment={name}", f"scale={scale}"])
+
+
+def arm_overrides(run) -> tuple[str, ...]:
+    """The run's own command-line overrides of the keys its experiment sweeps (seed aside), from Hydra's record."""
+    from bnrepro import rundir
+    from bnrepro.arms import SWEEPS
+
+    swept = {k for keys in SWEEPS.get(run.name, {}).values() for k in keys} | {"data"}  # the data axis too: budgets
+    # differ per dataset (steps_by_data)
+    return tuple(sorted(o for o in rundir.read_overrides(run.dir) if o.split("=", 1)[0].lstrip("+~") in swept))
 
 
 def _norm(value):
