@@ -25,6 +25,16 @@ KEEP_GOING=${KEEP_GOING:-0}
 # k=8 at most 1% more.
 JOBS=()
 if [ "$SCALE" = cifar ] && [ "$LAUNCHER" = joblib ]; then JOBS=("hydra.launcher.n_jobs=${JOBS_PER_GPU:-4}"); fi
+# At cpu scale the experiments' jobs run in STREAMS processes (default: the cores) that take experiment-seed tasks
+# from one queue, so no core idles while an experiment's last jobs finish (bnrepro/suite.py); elsewhere one
+# experiment at a time, its jobs in parallel (STREAMS=1).
+if [ -z "${STREAMS:-}" ]; then
+  if [ "$SCALE" = cpu ] && [ "$LAUNCHER" = joblib ]; then
+    STREAMS=$("$PYTHON" -c 'import os; print(len(os.sched_getaffinity(0)))')
+  else
+    STREAMS=1
+  fi
+fi
 SEEDS=()
 if [ "$PILOT" = 1 ]; then SEEDS=('seeds=${pilot_seeds}'); fi
 FLAGS=()
@@ -35,7 +45,8 @@ if [ "$KEEP_GOING" = 1 ]; then FLAGS=(--keep-going); fi
 start=$(date +%s)
 status=0
 # shellcheck disable=SC2086  # EXPERIMENTS and EXTRA are lists
-"$PYTHON" -m bnrepro.suite $EXPERIMENTS --scale "$SCALE" --launcher "$LAUNCHER" --runs "$RUNS" "${FLAGS[@]}" \
+"$PYTHON" -m bnrepro.suite $EXPERIMENTS --scale "$SCALE" --launcher "$LAUNCHER" --runs "$RUNS" --streams "$STREAMS" \
+  "${FLAGS[@]}" \
   -- "${JOBS[@]}" "${SEEDS[@]}" $EXTRA || status=$?
 if [ "$status" -ne 0 ] && [ "$KEEP_GOING" != 1 ]; then exit 1; fi
 if [ "$PILOT" = 1 ]; then
