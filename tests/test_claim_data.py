@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 import bnrepro  # noqa: F401  (registers the config resolvers)
 from bnrepro.claims import CLAIMS
+from bnrepro.report.design import cell
 from bnrepro.report.runs import Run
 from bnrepro.rundir import flatten
 from conftest import CONFIGS
@@ -50,9 +51,11 @@ def test_every_cpu_job_is_inside_its_frozen_design(experiment):
     design = DESIGN[experiment]
     base = [f"experiment={experiment}", "scale=cpu"]
     cfg = compose_cfg(base)
-    assert tuple(str(cfg.datasets).split(",")) == design.data
+    if "cell" not in (cfg.hydra.sweeper.params or {}):  # C7 sweeps cells (a dataset and net) in place of data
+        assert tuple(str(cfg.datasets).split(",")) == design.data
     job_list = jobs(cfg)
-    group_axes = [j for j in job_list if any(o.split("=")[0] in ("ladder", "norm_batch", "c8", "data") for o in j)]
+    group_axes = [j for j in job_list
+                  if any(o.split("=")[0] in ("ladder", "norm_batch", "c8", "data", "cell") for o in j)]
     seen = set()
     for job in group_axes or job_list[:1]:
         composed = compose_cfg(base + job + ["seed=2000"])
@@ -61,7 +64,7 @@ def test_every_cpu_job_is_inside_its_frozen_design(experiment):
         config = flatten(OmegaConf.to_container(composed, resolve=True))
         run = Run(dir=Path(experiment), config=config, summary={"status": "completed", "scale": "cpu"})
         assert design.outside(run) is None, (job, design.outside(run))
-        seen.add(config["data.name"])
+        seen.add(cell(run, design.data))
     assert seen == set(design.data)
 
 
@@ -82,8 +85,8 @@ def test_a_launched_run_off_its_arms_budget_is_outside_the_design(tmp_path):
 
     from bnrepro.report.design import expected_steps
 
-    design, job = DESIGN["c7_small_batch"], ["data=digits", "norm_batch=real_bn_4", "seed=2000"]
-    assert expected_steps("c7_small_batch", "cpu", ("data=digits", "norm_batch=real_bn_4")) == 9600 // 4
+    design, job = DESIGN["c7_small_batch"], ["cell=digits", "norm_batch=real_bn_4", "seed=2005"]
+    assert expected_steps("c7_small_batch", "cpu", ("cell=digits", "norm_batch=real_bn_4")) == 9600 // 4
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*job, "experiment=c7_small_batch",
                                                                          "scale=cpu"]))
@@ -95,3 +98,22 @@ def test_a_launched_run_off_its_arms_budget_is_outside_the_design(tmp_path):
         run = Run(dir=tmp_path, config=config, summary={"status": "completed", "scale": "cpu"})
         why = design.outside(run)
         assert (why == "trainer.max_steps=20 (the design says 2400 for this arm)") if refused else why is None
+
+
+def test_a_cell_is_a_dataset_and_net_where_the_design_names_the_pair():
+    """C7 runs a conv net beside the MLP on MNIST-1D, a verdict each: runs fall into "<data>/<model>" where the
+    design names that pair, else into their dataset; a net the design does not run on a dataset is refused."""
+    design = DESIGN["c7_small_batch"]
+
+    def run(data, model, depth=None):
+        config = {"data.name": data, "model.name": model, "model.depth": depth, "model.width": depth,
+                  "claim_params.c7_real.examples": 9600, "claim_params.c7_real.lr_per_256": 0.8,
+                  "model.brn_warmup": 100, "model.norm_groups": 4}
+        return Run(dir=None, config=config, summary={"status": "completed", "scale": "cpu"})
+
+    assert [cell(run(d, m), design.data) for d, m in (("digits", "mlp"), ("mnist1d", "mlp"),
+                                                        ("mnist1d", "resnet_cifar"))] == list(design.data)
+    assert design.outside(run("mnist1d", "mlp")) is None
+    assert design.outside(run("mnist1d", "resnet_cifar", 8)) is None
+    assert design.outside(run("mnist1d", "resnet_cifar", 20)) == "model.depth=20 (the design says 8)"
+    assert design.outside(run("digits", "resnet_cifar", 8)) == "model.name='resnet_cifar' (the design says 'mlp')"

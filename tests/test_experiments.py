@@ -71,9 +71,10 @@ def test_experiment_composes_at_every_scale(experiment, scale):
     assert cfg.name == experiment and cfg.scale_name == scale
     axes = sweep_axes(cfg)
     check_model(cfg)
-    # 5 confirmation seeds per point at cpu scale (2000 on: bnrepro/report/design.py), 3 at the GPU scales
-    # (configs/scale/<scale>.yaml: seeds)
-    assert axes["seed"] == ([str(s) for s in range(2000, 2005)] if scale == "cpu" else ["0", "1", "2"])
+    # 5 confirmation seeds per point at cpu scale (2000 on: bnrepro/report/design.py; C7's redesign of issue 21
+    # runs fresh ones, 2005 on), 3 at the GPU scales (configs/scale/<scale>.yaml: seeds)
+    first = 2005 if experiment == "c7_small_batch" else 2000
+    assert axes["seed"] == ([str(s) for s in range(first, first + 5)] if scale == "cpu" else ["0", "1", "2"])
     if experiment != "fig1":
         assert cfg.claim.startswith("C")
         assert len(list(itertools.product(*axes.values()))) >= 6
@@ -138,17 +139,23 @@ def test_fig1_is_the_mnist_experiment_at_every_scale(scale, data):
     assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.trainer.batch_size) == (0.1, 0.0, 60)
 
 
-def test_c7_at_cpu_is_the_gn_papers_protocol_on_the_mlp():
-    """The real batch is the normalization batch (2, 4, 8, 32), BN and GN at each, LR scaled linearly, the same
-    number of examples at every size (issue 9, design (c); 4 added by issue 21)."""
+def test_c7_at_cpu_is_the_gn_papers_protocol_on_the_mlp_and_a_conv_net():
+    """The real batch is the normalization batch, LR scaled linearly, the same number of examples at every size
+    (issue 9, design (c)); issue 21: BN at 2, 4, 8, 32, GN at 4 and 32, LN and Batch Renorm at 4, in three cells
+    (the MLP on digits and on MNIST-1D, a 1-D ResNet-8 on MNIST-1D), each cell's net and data checked on the job."""
     cfg = compose_cfg(["experiment=c7_small_batch", "scale=cpu"])
-    arms = sweep_axes(cfg)["norm_batch"]
-    assert sorted(arms) == sorted(f"real_{n}_{b}" for n in ("bn", "gn") for b in (2, 4, 8, 32))
+    axes = sweep_axes(cfg)
+    assert "data" not in axes and axes["cell"] == ["digits", "mnist1d", "mnist1d_resnet8"]
+    assert sorted(axes["norm_batch"]) == sorted([f"real_bn_{b}" for b in (2, 4, 8, 32)] + ["real_gn_4", "real_gn_32",
+                                                                                         "real_ln_4", "real_brn_4"])
     from bnrepro.optim import effective_lr
-    for arm in arms:
-        job = compose_cfg(["experiment=c7_small_batch", "scale=cpu", f"norm_batch={arm}"])
+    nets = {"digits": ("mlp", "digits", None), "mnist1d": ("mlp", "mnist1d", None),
+            "mnist1d_resnet8": ("resnet_cifar", "mnist1d", 8)}
+    for cell, arm in itertools.product(axes["cell"], axes["norm_batch"]):
+        job = compose_cfg(["experiment=c7_small_batch", "scale=cpu", f"cell={cell}", f"norm_batch={arm}"])
         b = job.trainer.batch_size
-        assert (job.model.name, job.data.name, job.model.ghost_batch, job.claim_params.c7_protocol) == ("mlp", "digits", 0, "real")
+        assert (job.model.name, job.data.name, job.model.depth) == nets[cell]
+        assert (job.model.ghost_batch, job.claim_params.c7_protocol) == (0, "real")
         assert job.model.norm == arm.split("_")[1] and b == int(arm.split("_")[2])
         assert effective_lr(job.optim, b) == pytest.approx(0.1 * b / 32)
         assert job.trainer.max_steps * b == 9600 and job.trainer.max_steps == 6 * job.trainer.eval_every

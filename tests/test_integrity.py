@@ -245,6 +245,46 @@ def test_the_suite_stops_on_a_failed_experiment_or_keeps_going(tmp_path, capsys,
         assert ran == ["experiment=fig1", "experiment=c2_lr"] and "c3_sigmoid" not in out
 
 
+def test_streams_split_each_experiment_by_its_seed_axis(tmp_path):
+    """--streams: a task per experiment and seed of its sweep's own seed axis (C7's fresh seeds, the pilot's, a
+    command line's), each running its jobs one at a time; without streams a task per experiment."""
+    import argparse
+
+    from bnrepro import suite
+
+    args = argparse.Namespace(scale="cpu", launcher="joblib", runs=tmp_path, streams=2)
+    got = suite.tasks(["c5_dropout", "c7_small_batch"], args, [])
+    assert [label for _, label, _ in got] == [f"c5_dropout seed={s}" for s in range(2000, 2005)] + [
+        f"c7_small_batch seed={s}" for s in range(2005, 2010)]
+    assert all(argv[-2:] == [argv[-2], "hydra.launcher.n_jobs=1"] and argv[-2].startswith("seed=") for _, _, argv in got)
+    assert [label for _, label, _ in suite.tasks(["c5_dropout"], args, ["seeds=${pilot_seeds}"])] == [
+        f"c5_dropout seed={s}" for s in range(1000, 1005)]
+    assert [label for _, label, _ in suite.tasks(["c5_dropout"], args, ["seed=3,4"])] == [
+        "c5_dropout seed=3", "c5_dropout seed=4"]
+    args.streams = 1
+    assert [label for _, label, _ in suite.tasks(["c5_dropout", "c7_small_batch"], args, [])] == [
+        "c5_dropout", "c7_small_batch"]
+
+
+def test_streams_run_the_same_runs_with_the_same_numbers(tmp_path):
+    """Two streams (two processes, a task per seed) make the same run dirs, configs and numbers as the one-process
+    suite: only the order of the jobs changes."""
+    one = ["model.dropout=0.0", "data=digits", "seed=2000,2001", "trainer.max_steps=3", "trainer.eval_every=3"]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    for name, streams in (("one", "1"), ("two", "2")):
+        done = subprocess.run([sys.executable, "-m", "bnrepro.suite", "c5_dropout", "--runs", str(tmp_path / name),
+                               "--streams", streams, "--", *one], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert "[2/2] c5_dropout seed=" in done.stdout
+    runs = {name: {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / name).rglob("summary.json")}
+            for name in ("one", "two")}
+    assert len(runs["one"]) == 4 and runs["one"].keys() == runs["two"].keys()
+    for job, summary in runs["one"].items():
+        other = runs["two"][job]
+        assert (summary["config_hash"], summary["final_acc"]) == (other["config_hash"], other["final_acc"])
+
+
 @pytest.mark.parametrize("keep_going", ["0", "1"])
 def test_reproduce_reports_after_a_failed_suite_only_when_keeping_going(tmp_path, keep_going):
     env = {**os.environ, "PYTHON": str(_fake_python(tmp_path)), "EXPERIMENTS": "fig1 c2_lr c3_sigmoid",

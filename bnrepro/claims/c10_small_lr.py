@@ -10,7 +10,7 @@ from bnrepro.report import plots as P, stats, style
 from bnrepro.report.design import Design
 from bnrepro.report.judging import (
     DIRECTION, Claim, Judged, Missing, Result, SAME, TRAINS, arm_json, arms_of, by_seed, combo, diff, label,
-    pick_by_val, score)
+    pick_by_val, plateau_gain, score)
 
 from bnrepro.report.panels import SCORE, TEST_ACC
 from bnrepro.report.rules import CORE, PRECONDITION, Rule, SUPPORT, Test
@@ -53,18 +53,6 @@ RULE_C10 = Rule(tuple(t for act in ACTS for t in _tests(act)),
                       "point over the last quarter of its run; each arm's best LR is picked by mean validation "
                       "score among the LRs where it is on its plateau or diverged (an LR still climbing is not "
                       "read). A diverged run scores 0. Each arm's plateau gain is reported.")
-
-
-def plateau_gain(run: Run) -> float | None:
-    """Validation accuracy gained over the last quarter of the run's evaluations (mean over them minus the
-    mean over the quarter before); 0 for a diverged run (it has settled, at 0); None with fewer than 4."""
-    if run.diverged:
-        return 0.0
-    _, values = run.series("val_acc")
-    q = len(values) // 4
-    if q < 1:
-        return None
-    return float(np.mean(values[-q:]) - np.mean(values[-2 * q:-q]))
 
 
 def judge_c10(runs: list[Run]) -> Judged:

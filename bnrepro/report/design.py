@@ -35,7 +35,9 @@ def role(seed) -> str:
 class Design:
     """One claim's design at one scale, frozen before its confirmation runs.
 
-    data: the datasets it runs on, a verdict each (in this order).
+    data: the cells it runs on, a verdict each (in this order): a dataset ("digits"), or a dataset and model family
+        ("mnist1d/resnet_cifar") where a claim runs more than one net on a dataset (C7: a conv net beside the MLP);
+        a run belongs to "<data.name>/<model.name>" where the design names that pair, else to "<data.name>".
     config: keys every confirmation run must have: {dotted key: value}, or {dotted key: {dataset: value}}.
     n: confirmation seeds per arm (from the pilot's spread, 80% power, capped by the suite's budget: `pilot` says).
     pilot: the pilot numbers that chose it, in words (seeds, spread, the n they give, the cap).
@@ -54,7 +56,7 @@ class Design:
 
     def outside(self, run) -> str | None:
         """Why a confirmation run is outside this design, or None."""
-        data = run.get("data.name")
+        data = cell(run, self.data)
         if data not in self.data:
             return f"data.name={data} (the design runs {', '.join(self.data)})"
         for key in self.config:
@@ -72,6 +74,14 @@ class Design:
         if self.commit and rev and before(rev, self.commit):
             return f"made from code {rev}, before the design was frozen at {self.commit}"
         return None
+
+
+def cell(run, cells) -> str:
+    """The design cell a run belongs to (Design.data): "<dataset>/<model family>" where `cells` names that pair,
+    else its dataset."""
+    data = str(run.get("data.name"))
+    pair = f"{data}/{run.get('model.name')}"
+    return pair if pair in cells else data
 
 
 def budget(run) -> int | None:
@@ -115,8 +125,8 @@ def arm_overrides(run) -> tuple[str, ...]:
     from bnrepro import rundir
     from bnrepro.arms import SWEEPS
 
-    swept = {k for keys in SWEEPS.get(run.name, {}).values() for k in keys} | {"data"}  # the data axis too: budgets
-    # differ per dataset (steps_by_data)
+    swept = {k for keys in SWEEPS.get(run.name, {}).values() for k in keys} | {"data", "cell"}  # the data axis
+    # too: budgets differ per dataset (steps_by_data)
     return tuple(sorted(o for o in rundir.read_overrides(run.dir) if o.split("=", 1)[0].lstrip("+~") in swept))
 
 

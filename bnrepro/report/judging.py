@@ -15,7 +15,7 @@ import numpy as np
 
 from bnrepro.norm import REGISTRY as NORMS
 from bnrepro.report import stats
-from bnrepro.report.design import Design, known, role
+from bnrepro.report.design import Design, cell, known, role
 from bnrepro.report.rules import CORE, INCONCLUSIVE, NOT_RUN, PRECONDITION, Rule, combine
 from bnrepro.report.runs import Run, Unpoolable, check_pooling, select, sort_key
 from bnrepro.report.stats import Interval
@@ -86,7 +86,7 @@ class Result:
     @property
     def slug(self) -> str:
         """The claim and dataset as a file name: c2_digits (figures)."""
-        return self.id.lower() + (f"_{self.data}" if self.data else "")
+        return self.id.lower() + (f"_{self.data.replace('/', '-')}" if self.data else "")
 
     def to_json(self) -> dict:
         return {"title": self.title, "experiment": self.experiment, "data": self.data, "verdict": self.verdict,
@@ -153,6 +153,18 @@ def steps_to(run: Run, target: float) -> float | None:
     _, steps, values = acc_series(run)
     hit = np.nonzero(values >= target)[0]
     return float(steps[hit[0]]) if len(hit) else None
+
+
+def plateau_gain(run: Run) -> float | None:
+    """Validation accuracy gained over the last quarter of the run's evaluations (mean over them minus the
+    mean over the quarter before); 0 for a diverged run (it has settled, at 0); None with fewer than 4."""
+    if run.diverged:
+        return 0.0
+    _, values = run.series("val_acc")
+    q = len(values) // 4
+    if q < 1:
+        return None
+    return float(np.mean(values[-q:]) - np.mean(values[-2 * q:-q]))
 
 
 def by_seed(runs: list[Run], value: Callable[[Run], float | None]) -> dict:
@@ -327,7 +339,7 @@ def judge_claim(claim: Claim, runs: list[Run]) -> Headline:
     per_data = []
     for i, data in enumerate(datasets):
         # a run whose config cannot be read has no dataset: counted (as failed) with the first
-        subset = [run for run in mine if not data or str(run.get("data.name")) == data
+        subset = [run for run in mine if not data or cell(run, datasets) == data
                   or (i == 0 and run.get("data.name") is None)]
         if refused:
             result = _refused(claim, subset, data, refused)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from bnrepro.claims import CLAIMS
+from bnrepro.report.design import cell
 from bnrepro.report.judging import evaluate, runs_of
 from bnrepro.report.runs import load_runs
 from bnrepro.report.stats import ALPHA, Interval, seeds_needed
@@ -29,8 +30,9 @@ def rows(runs) -> list[dict]:
     out = []
     for claim in CLAIMS:
         mine = runs_of(claim, runs)
-        for data in sorted({str(run.get("data.name")) for run in mine}):
-            result = evaluate(claim, [r for r in mine if str(r.get("data.name")) == data], data)
+        cells = {c for design in claim.designs.values() for c in design.data}  # e.g. C7's "mnist1d/resnet_cifar"
+        for data in sorted({cell(run, cells) for run in mine}):
+            result = evaluate(claim, [r for r in mine if cell(r, cells) == data], data)
             measured = {c["key"]: c for c in result.checks}
             for test in claim.rule.tests:
                 check = measured.get(test.key)

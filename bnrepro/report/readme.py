@@ -11,7 +11,12 @@ import sys
 from pathlib import Path
 
 END = "<!-- end of claims table -->"
-NAMES = {"digits": "digits", "mnist1d": "MNIST-1D", "all": "runs"}
+NAMES = {"digits": "digits", "mnist1d": "MNIST-1D", "all": "runs", "resnet_cifar": "ResNet"}
+
+
+def name(data: str) -> str:
+    """A column's name: a dataset, or a dataset and net (C7's "mnist1d/resnet_cifar" cell)."""
+    return ", ".join(NAMES.get(part, part) for part in data.split("/"))
 
 
 def start_marker(results: Path) -> str:
@@ -24,7 +29,7 @@ def cell(text: str) -> str:
 
 def table(claims: dict) -> list[str]:
     datasets = list(dict.fromkeys(d for c in claims.values() for d in c["data"]))
-    lines = ["| claim | headline | " + " | ".join(f"{NAMES.get(d, d)}: verdict, ours, deciding test" for d in datasets)
+    lines = ["| claim | headline | " + " | ".join(f"{name(d)}: verdict, ours, deciding test" for d in datasets)
              + " |", "|---|---|" + "---|" * len(datasets)]
     for cid, c in claims.items():
         cells = []
@@ -44,7 +49,7 @@ def undecided(claims: dict) -> list[str]:
         for d, per in c["data"].items():
             if per["verdict"] in ("reproduced", "not run"):
                 continue
-            what = f"- **{cid} on {NAMES.get(d, d)}: {per['verdict']}**: {cell(per['deciding'] or per['reason'])}."
+            what = f"- **{cid} on {name(d)}: {per['verdict']}**: {cell(per['deciding'] or per['reason'])}."
             if per.get("decide"):
                 what += " Would decide it: " + "; ".join(cell(x) for x in per["decide"]) + "."
             lines.append(what)

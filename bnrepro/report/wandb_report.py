@@ -58,10 +58,13 @@ def _cell(text) -> str:
 
 
 def runs_filter(experiment: str, scale: str | None, data: str = "") -> str:
-    """A claim's runs: its experiment's W&B group, at this scale, on this dataset."""
+    """A claim's runs: its experiment's W&B group, at this scale, in this cell (a dataset, or "<dataset>/<model>":
+    bnrepro/report/design.py, cell)."""
     where = f"Metric('Group') == '{experiment}'"
+    name, _, model = data.partition("/")
     return (where + (f" and Config('scale_name') == '{scale}'" if scale else "")
-            + (f" and Config('data.name') == '{data}'" if data else ""))
+            + (f" and Config('data.name') == '{name}'" if name else "")
+            + (f" and Config('model.name') == '{model}'" if model else ""))
 
 
 def figures_run(scale: str | None) -> str:
