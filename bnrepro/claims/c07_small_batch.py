@@ -188,7 +188,7 @@ DESIGNS = {"cpu": Design(
             "model.width": {"mnist1d/resnet_cifar": 8}},
     n=5,
     pilot=PILOT_CPU,
-    commit="")}  # recorded in the commit after the one that froze it
+    commit="aa143d6")}
 
 
 CLAIM = Claim(
