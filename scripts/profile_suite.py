@@ -76,14 +76,16 @@ class TreeCPU:
             self.done.wait(self.every)
 
     def stop(self) -> dict[str, float]:
-        """CPU seconds by role: launcher (the main process, or bnrepro.suite), workers (loky's), wandb-core (W&B's
-        service), report (bnrepro.report), other."""
+        """CPU seconds by role: launcher (the main process, or bnrepro.suite), workers (loky's, or the suite's
+        streams), wandb-core (W&B's service), report (bnrepro.report), other."""
         self.done.set()
         self.thread.join()
         roles = collections.Counter()
         for pid, (cmd, cpu) in self.seen.items():
             role = ("launcher" if pid == self.root or "bnrepro.suite" in cmd else "report" if "bnrepro.report" in cmd
-                    else "wandb-core" if "wandb" in cmd else "workers" if "LokyProcess" in cmd else "other")
+                    else "wandb-core" if "wandb" in cmd
+                    else "workers" if "LokyProcess" in cmd or "spawn_main" in cmd  # joblib's, or the suite's streams
+                    else "other")
             roles[role] += cpu
         return dict(roles)
 

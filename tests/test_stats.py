@@ -179,3 +179,13 @@ def test_an_unclear_test_says_what_would_decide_it():
     sd = iv.se * math.sqrt(iv.n)
     assert n == stats.seeds_needed(sd, iv.mean) and n > 5
     assert t.decide(stats.paired({s: 0.05 + 0.001 * s for s in range(5)}, {s: 0.0 for s in range(5)})) == ""
+
+
+def test_an_unclear_precondition_on_its_failing_side_says_more_seeds_would_not_help():
+    """C7's conv net: BN at 32 still gaining +6 points against a 3-point plateau bar, unclear at 5 seeds; more seeds
+    would show the precondition unmet, so the way forward is a design that meets it, and the text says so."""
+    t = Test("plateau", PRECONDITION, "s", "m", "less", 0.03, why="w")
+    gaining = stats.mean_ci([0.02, 0.10, 0.04, 0.09, 0.06], "points")
+    assert t.outcome(gaining) == UNCLEAR and "would most likely show it unmet" in t.decide(gaining)
+    flat = stats.mean_ci([0.02, -0.03, 0.04, -0.01, 0.01], "points")
+    assert t.outcome(flat) == UNCLEAR and "unmet" not in t.decide(flat) and "about " in t.decide(flat)

@@ -123,8 +123,14 @@ class Test:
         if n is None:
             return (f"no affordable number of seeds (over {MAX_SEEDS:,} at the observed spread): the observed value "
                     "sits too close to the threshold; a design with a larger effect (budget, data) would decide it")
-        return (f"about {n} {'seed pairs' if paired else 'seeds per arm'} at the observed spread ({100 * POWER:g}% "
-                f"power; now {iv.n})")
+        seeds = (f"about {n} {'seed pairs' if paired else 'seeds per arm'} at the observed spread ({100 * POWER:g}% "
+                 f"power; now {iv.n})")
+        failing = (abs(c) > self._boundaries()[1] if self.kind == "equivalent"
+                   else c > self._boundaries()[0] if self.kind == "less" else c < self._boundaries()[0])
+        if self.role == PRECONDITION and failing:  # more seeds would most likely show it unmet: not a way forward
+            return (f"{seeds} would most likely show it unmet (the estimate is on its failing side); the claim then "
+                    "needs a design that meets it (budget, data)")
+        return seeds
 
     def text(self) -> str:
         t, u = self.threshold, self.unit
