@@ -77,7 +77,7 @@ def seeds_of(experiment: str, scale: str, overrides: list[str]) -> list[str] | N
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra_plugins.bnrepro_launcher import sweep_configs
 
-    from bnrepro.door import CONFIGS
+    from bnrepro import CONFIGS
 
     master, _ = sweep_configs(CONFIGS, [f"experiment={experiment}", f"scale={scale}", *overrides])
     params = master.hydra.sweeper.params or {}

@@ -113,7 +113,7 @@ def _sweep(name: str, scale: str):
     jobs; None for a name that is no experiment."""
     from hydra_plugins.bnrepro_launcher import sweep_configs
 
-    from bnrepro.door import CONFIGS
+    from bnrepro import CONFIGS
 
     if not (CONFIGS / "experiment" / f"{name}.yaml").exists():
         return None
