@@ -40,8 +40,9 @@ if [ "$PILOT" = 1 ]; then SEEDS=('seeds=${pilot_seeds}'); fi
 FLAGS=()
 if [ "$KEEP_GOING" = 1 ]; then FLAGS=(--keep-going); fi
 
-# Every experiment's sweep in one process (bnrepro/suite.py: its workers serve every experiment), with the
-# progress lines: experiment k of N, runs done and skipped, ETA. Finished runs are skipped by the trainer.
+# Every experiment's sweep from one command (bnrepro/suite.py: STREAMS processes taking experiment-seed tasks, or
+# one process whose joblib workers serve every experiment), with the progress lines: task k of N, runs done, ETA.
+# Finished runs are skipped by the trainer.
 start=$(date +%s)
 status=0
 # shellcheck disable=SC2086  # EXPERIMENTS and EXTRA are lists
