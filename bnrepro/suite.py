@@ -132,10 +132,23 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     todo = tasks(args.experiments, args, overrides)
+    failed = (_streams if args.streams > 1 else _in_turn)(todo, args)
+    if failed and not args.keep_going:
+        print(f"reproduce: stopped at {failed[0]}; rerun to resume, or KEEP_GOING=1 to run the other experiments",
+              file=sys.stderr)
+        return 1
+    if failed:
+        print(f"reproduce: {len(failed)} experiment(s) FAILED: {' '.join(failed)} (their failed runs are counted "
+              "in the report)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _in_turn(todo: list[tuple[str, str, list[str]]], args) -> list[str]:
+    """Run the tasks one after another in this process; the failed tasks' labels. Without --keep-going the first
+    failure stops it."""
     start, failed, n = time.monotonic(), [], len(todo)
-    if args.streams > 1:
-        failed = _streams(todo, args)
-    for k, (experiment, label, sweep_argv) in enumerate(todo if args.streams <= 1 else (), 1):
+    for k, (experiment, label, sweep_argv) in enumerate(todo, 1):
         t0, folder = time.monotonic(), args.runs / experiment
         before = finished_runs(folder)
         print(f"[{k}/{n}] experiment {label} (scale={args.scale}, launcher={args.launcher}) -> {folder}",
@@ -146,21 +159,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"lines above and the failed runs' summary.json in {folder}", file=sys.stderr, flush=True)
             failed.append(label)
             if not args.keep_going:
-                print(f"reproduce: stopped at {label}; rerun to resume, or KEEP_GOING=1 to run the other "
-                      "experiments", file=sys.stderr)
-                return 1
+                break
             continue
         print(progress_line(k, n, label, before, finished_runs(folder), int(time.monotonic() - t0),
                             int(time.monotonic() - start)), flush=True)
-    if failed and args.streams > 1 and not args.keep_going:
-        print(f"reproduce: stopped after {failed[0]} failed; rerun to resume, or KEEP_GOING=1 to run the other "
-              "experiments", file=sys.stderr)
-        return 1
-    if failed:
-        print(f"reproduce: {len(failed)} experiment(s) FAILED: {' '.join(failed)} (their failed runs are counted "
-              "in the report)", file=sys.stderr)
-        return 1
-    return 0
+    return failed
 
 
 def _streams(todo: list[tuple[str, str, list[str]]], args) -> list[str]:
