@@ -103,8 +103,9 @@ class NormOptions(Group):
     """The norm keys of every model family, read by bnrepro.norm.Norm. Each norm registers which of them it reads
     (bnrepro/norm/<family>.py), and a run's hash covers its own norm's options only."""
     norm: str = "bn"        # a registered norm (bn | none | gn | ln | in | ghost_bn | brn | noisy_bn | frozen_bn |
-                            # wn | mean_only_bn | wn_mean_only_bn; README) or your own class's dotted path
-    norm_groups: int = Field(32, ge=1)     # gn: groups per layer (GN paper: 32); must divide every layer width
+                            # wn | mean_only_bn | wn_mean_only_bn | frn | evonorm_s0 | evonorm_b0 | rmsnorm; README)
+                            # or your own class's dotted path
+    norm_groups: int = Field(32, ge=1)     # gn, evonorm_s0: groups per layer (GN paper: 32); must divide every layer width
     ghost_batch: int = Field(0, ge=0)      # ghost_bn, brn: examples per normalization batch (0: the whole batch)
     brn_rmax: float = Field(3.0, ge=1)     # brn: final r_max (Batch Renorm paper: 3)
     brn_dmax: float = Field(5.0, ge=0)     # brn: final d_max (Batch Renorm paper: 5)

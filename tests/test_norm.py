@@ -232,7 +232,7 @@ def test_every_batch_stat_layer_is_a_torch_batchnorm():
 
 def test_unknown_norm_is_a_config_error_naming_the_closest_and_every_norm():
     with pytest.raises(ConfigError, match="model.norm='bnn' is not a norm: did you mean bn\\? set model.norm to "
-                                          "one of bn, frozen_bn, ghost_bn, brn, gn,") as err:
+                                          "one of bn, frozen_bn, ghost_bn, brn, ") as err:
         Norm("bnn")
     assert all(name in str(err.value) for name in NORMS) and "dotted path" in str(err.value)
 
