@@ -9,7 +9,7 @@ RUNS    ?= runs/$(SCALE)
 OUT     ?= results/$(SCALE)
 export WANDB_MODE ?= offline
 
-.PHONY: help env reproduce pilot report test test-all bench profile-suite gpu-check clean
+.PHONY: help env reproduce pilot report scorecard test test-all bench profile-suite gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,6 +30,15 @@ pilot: $(STAMP)  ## run the suite on the pilot seeds into runs/pilot/SCALE and w
 
 report: $(STAMP)  ## rebuild results/SCALE from the finished runs in RUNS (FORCE=1: even from fewer runs)
 	$(BIN)/python -m bnrepro.report $(RUNS) --out $(OUT) $(if $(FORCE),--force)
+
+# NORM: a registered name or your class's dotted path (NORM=builtin: every built-in norm, with its options);
+# OPTIONS: its model.* options (OPTIONS="model.norm_groups=4"); runs in RUNS are reused, the norm's go to
+# runs/scorecard/SCALE
+NORM    ?=
+OPTIONS ?=
+scorecard: $(STAMP)  ## score NORM on BN's properties (reusing RUNS) -> results/scorecard/SCALE
+	$(BIN)/python -m bnrepro.scorecard $(if $(filter builtin,$(NORM)),--builtin,norm=$(NORM)) scale=$(SCALE) \
+	  $(OPTIONS) --runs $(RUNS)
 
 test: $(STAMP)  ## the fast CPU tests (slow ones excluded)
 	$(BIN)/python -m pytest -m "not slow" -q

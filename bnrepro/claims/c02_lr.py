@@ -13,6 +13,7 @@ from bnrepro.report.panels import SCORE, TEST_ACC, line
 from bnrepro.report.rules import CORE, Rule, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.style import color, paper, zoom
+from bnrepro.report.properties import Property
 
 PAPER_C2 = {"diverged_lr": 0.0075, "base_lr": 0.0015, "bn_x30_acc": 74.8}
 RULE_C2 = Rule((
@@ -116,3 +117,10 @@ FIGURE = c2
 # --- the W&B Report's panels (bnrepro/report/panels.py) -----------------------------------------------------------
 
 PANELS = [TEST_ACC, line("training loss vs step (a diverged run stops)", ["train_loss"]), SCORE]
+
+
+# --- BN's property this claim gives the scorecard (bnrepro/report/properties.py, bnrepro/scorecard/) -----------
+
+PROPERTY = Property(
+    "tolerates large learning rates", "large LRs", "holds_up",
+    arms=("optim.lr_mult=1,30",), reference=("model.norm=bn,none", "optim.lr_mult=1,30"))

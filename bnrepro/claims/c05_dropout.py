@@ -13,6 +13,7 @@ from bnrepro.report.panels import TEST_ACC, bar, line
 from bnrepro.report.rules import CORE, PRECONDITION, Rule, SUPPORT, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.style import legend, zoom
+from bnrepro.report.properties import Property
 from bnrepro.schema import Group
 
 PAPER_C5 = {"dropout_removed": "BN-x5", "acc_loss": 0.0}
@@ -130,3 +131,10 @@ FIGURE = c5
 
 PANELS = [TEST_ACC, line("training accuracy vs step (gap to test)", ["train_acc"]),
           bar("final train vs test accuracy", ["final_train_acc", "final_acc"])]
+
+
+# --- BN's property this claim gives the scorecard (bnrepro/report/properties.py, bnrepro/scorecard/) -----------
+
+PROPERTY = Property(
+    "regularizes (reduces the need for dropout)", "regularizes", "unnecessary",
+    reference=("model.norm=bn,none",))

@@ -11,6 +11,7 @@ from bnrepro.report.panels import SCORE, TEST_ACC
 from bnrepro.report.rules import CORE, PRECONDITION, Rule, SUPPORT, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.style import legend, zoom
+from bnrepro.report.properties import Property
 
 INIT_KEYS = ("model.init_std", "model.init_scale")  # the MLP's init std; the conv nets' multiplier of Kaiming init
 RULE_C6 = Rule((
@@ -99,3 +100,10 @@ FIGURE = c6
 # --- the W&B Report's panels (bnrepro/report/panels.py) -----------------------------------------------------------
 
 PANELS = [TEST_ACC, SCORE]
+
+
+# --- BN's property this claim gives the scorecard (bnrepro/report/properties.py, bnrepro/scorecard/) -----------
+
+PROPERTY = Property(
+    "reduces sensitivity to initialization", "init-robust", "less_sensitive",
+    reference=("model.norm=bn,none",))

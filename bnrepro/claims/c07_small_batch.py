@@ -8,12 +8,13 @@ from bnrepro.report import plots as P, stats
 from bnrepro.report.design import Design
 from bnrepro.report.judging import (
     DIRECTION, BN_KINDS, Claim, Judged, Missing, Result, arm_json, arms_of, by_seed, diff, label,
-    plateau_gain, prose, score)
+    SAME, plateau_gain, prose, score)
 
 from bnrepro.report.panels import TEST_ACC, bar, scatter
 from bnrepro.report.rules import CORE, PRECONDITION, Rule, SUPPORT, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.style import color, dot, legend, paper, zoom
+from bnrepro.report.properties import Property
 from bnrepro.schema import Group
 
 PAPER_C7 = {"BN": {32: 23.6, 16: 23.7, 8: 24.8, 4: 27.3, 2: 34.7}, "GN": {32: 24.1, 16: 24.2, 8: 24.0, 4: 24.2, 2: 24.1},
@@ -214,3 +215,14 @@ def c7_panels(result) -> list[dict]:
 
 
 PANELS = c7_panels  # a function of the claim's result: its panels depend on the protocol its runs used
+
+
+# --- BN's property this claim gives the scorecard (bnrepro/report/properties.py, bnrepro/scorecard/) -----------
+
+PROPERTY = Property(
+    "robust at small batches", "small batches",
+    Test("degrades", CORE, "the norm's error with the smallest normalization batch is at most 1 point above its "
+         "error with the largest", "error(norm, smallest) - error(norm, largest)", "less", SAME,
+         why=f"the claim says BN degrades (its [degrades]); the property is the opposite, non-inferiority at the "
+             f"rules' 'no loss' margin ({100 * SAME:g} point, SAME), fixed before any scorecard run"),
+    arms=("norm_batch=real_bn_4,real_bn_32",), reference=("norm_batch=real_bn_4,real_bn_32,real_gn_4",))

@@ -28,6 +28,7 @@ from bnrepro.report.panels import TEST_ACC, bar
 from bnrepro.report.rules import CORE, SUPPORT, Rule, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.stats import Interval
+from bnrepro.report.properties import Property
 from bnrepro.schema import Group
 
 PAPER_C12 = {
@@ -309,3 +310,13 @@ FIGURE = figure
 PANELS = [bar("gradient growth per layer, backwards, at init (Yang et al.: 1.21 for plain BN)",
               ["init_grad_growth"]),
           bar("final test accuracy per arm (the trained arms)", ["final_acc"]), TEST_ACC]
+
+
+# --- BN's property this claim gives the scorecard (bnrepro/report/properties.py, bnrepro/scorecard/) -----------
+
+PROPERTY = Property(
+    "deep plain nets trainable at init (no gradient explosion)", "no grad explosion",
+    Test("explodes", CORE, f"without skips, the norm's gradient norms grow by at most {FLAT:g} per layer going "
+         "backwards (deepest MLP)", "the growth rate per layer of the plain net with the norm", "less", 1 + FLAT,
+         unit="plain", why=f"C12's bar for 'explodes', 1 + FLAT, read on its other side: {EXPLODES}"),
+    arms=("c12_net=mlp_100", "c12_arm=bn,bn_residual"), reference=("c12_net=mlp_100",))

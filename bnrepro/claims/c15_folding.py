@@ -27,6 +27,7 @@ from bnrepro.report.panels import bar
 from bnrepro.report.rules import CORE, PRECONDITION, SUPPORT, Rule, Test
 from bnrepro.report.runs import Run
 from bnrepro.report.stats import Interval
+from bnrepro.report.properties import Property
 from bnrepro.schema import Group
 
 PAPER_C15 = {"exact": True, "bench_speedup": {"ResNet-50": 1.10, "BN-Inception": 1.01},
@@ -260,3 +261,10 @@ PANELS = [bar("float64, folded vs unfolded: worst relative output difference", [
               ["end_probes.fold_fp32_ratio"]),
           bar("test predictions that change when folded", ["end_probes.fold_disagree"]),
           bar("inference speed-up of the folded net (a timing)", ["end_probes.fold_speedup"])]
+
+
+# --- BN's property this claim gives the scorecard (bnrepro/report/properties.py, bnrepro/scorecard/) -----------
+
+PROPERTY = Property(
+    "folds into the preceding layer at inference", "folds", "exact",
+    arms=("c15_net=mlp,resnet_cifar",), reference=("c15_net=mlp,resnet_cifar",), fold=True)

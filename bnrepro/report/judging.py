@@ -67,6 +67,7 @@ class Result:
     reason: str = ""  # why a claim is not run or inconclusive for a reason outside its tests (e.g. pooling)
     numbers: dict = field(default_factory=dict)
     checks: list[dict] = field(default_factory=list)
+    measured: dict = field(default_factory=dict)  # the judge's intervals by test key (the scorecard reads them)
     runs: list[Run] = field(default_factory=list)
     failed: int = 0  # runs of the experiment not completed or diverged: failed, interrupted, started, unreadable
     # (left out of every statistic)
@@ -389,7 +390,7 @@ def evaluate(claim: Claim, runs: list[Run], data: str = "") -> Result:
         result.deciding = "not judged: " + str(why)
         return result
     result.verdict, result.deciding, result.checks = claim.rule.judge(judged.measured)
-    result.numbers, result.ours = judged.numbers, judged.ours
+    result.numbers, result.ours, result.measured = judged.numbers, judged.ours, judged.measured
     result.numbers.setdefault("data", data_of(good))
     return result
 
