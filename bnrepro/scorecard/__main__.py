@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from bnrepro import ConfigError
@@ -87,12 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     status = 0
     for norm, opts in todo:
+        start = time.monotonic()
         try:
             row = score(norm, opts, args.scale, args.runs, args.score_runs, args.streams, only, args.dry_run,
                         tuple(args.extra), args.data)
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        row["wall_s"] = round(time.monotonic() - start, 1)  # what scoring it took here, runs launched included
         if row["failed"]:
             status = 1
         if args.dry_run:
@@ -104,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         print(markdown({**card, "rows": {norm: row}}).split("\n## ")[0])
-        print(f"scorecard: {row['label']}: {row['launched']} runs launched, {row['reused']} reused; "
+        print(f"scorecard: {row['label']}: {row['launched']} runs launched, {row['reused']} reused, in "
+              f"{row['wall_s'] / 60:.1f} min; "
               f"{args.out}/SCORECARD.md, scorecard.json, scorecard.png", flush=True)
     return status
 
