@@ -33,12 +33,12 @@ report: $(STAMP)  ## rebuild results/SCALE from the finished runs in RUNS (FORCE
 
 # NORM: a registered name or your class's dotted path (NORM=builtin: every built-in norm, with its options);
 # OPTIONS: its model.* options (OPTIONS="model.norm_groups=4"); runs in RUNS are reused, the norm's go to
-# runs/scorecard/SCALE
+# runs/scorecard/SCALE; RESUME=1 with NORM=builtin: skip the norms already scored
 NORM    ?=
 OPTIONS ?=
 scorecard: $(STAMP)  ## score NORM on BN's properties (reusing RUNS) -> results/scorecard/SCALE
 	$(BIN)/python -m bnrepro.scorecard $(if $(filter builtin,$(NORM)),--builtin,norm=$(NORM)) scale=$(SCALE) \
-	  $(OPTIONS) --runs $(RUNS)
+	  $(OPTIONS) --runs $(RUNS) $(if $(RESUME),--resume)
 
 test: $(STAMP)  ## the fast CPU tests (slow ones excluded)
 	$(BIN)/python -m pytest -m "not slow" -q

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     todo = tasks(args.experiments, args, overrides)
-    failed = (_streams if args.streams > 1 else _in_turn)(todo, args)
+    failed = (in_streams if args.streams > 1 else in_turn)(todo, args)
     if failed and not args.keep_going:
         print(f"reproduce: stopped at {failed[0]}; rerun to resume, or KEEP_GOING=1 to run the other experiments",
               file=sys.stderr)
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _in_turn(todo: list[tuple[str, str, list[str]]], args) -> list[str]:
+def in_turn(todo: list[tuple[str, str, list[str]]], args) -> list[str]:
     """Run the tasks one after another in this process; the failed tasks' labels. Without --keep-going the first
     failure stops it."""
     start, failed, n = time.monotonic(), [], len(todo)
@@ -166,7 +166,7 @@ def _in_turn(todo: list[tuple[str, str, list[str]]], args) -> list[str]:
     return failed
 
 
-def _streams(todo: list[tuple[str, str, list[str]]], args) -> list[str]:
+def in_streams(todo: list[tuple[str, str, list[str]]], args) -> list[str]:
     """Run the tasks in args.streams processes, each taking the next from one queue; the failed tasks' labels.
     Without --keep-going a failure cancels the tasks not started (the running ones finish)."""
     import multiprocessing

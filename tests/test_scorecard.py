@@ -193,3 +193,15 @@ def test_a_toy_norm_from_outside_the_repo_scored_end_to_end_reusing_the_referenc
     assert (card["rows"]["ln"]["launched"], card["rows"]["ln"]["reused"]) == (2, 4)
     assert list(card["rows"]) == ["toynorms.ToyNorm", "ln"]
     assert len(list(runs.rglob("summary.json"))) == 4  # no reference run retrained
+
+
+def test_the_readmes_custom_norm_is_the_example_file_and_a_norm_layer(monkeypatch):
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    code = (ROOT / "examples/mynorms/scalenorm.py").read_text()
+    assert f"# examples/mynorms/scalenorm.py\n{code}```" in readme
+    monkeypatch.syspath_prepend(str(ROOT / "examples/mynorms"))
+    fails = checks.check_layer("scalenorm.ScaleNorm", {})
+    assert not any(fails.values())
+    assert checks.affine_at_inference("scalenorm.ScaleNorm", {}) is False  # per-example: C15 fails by construction

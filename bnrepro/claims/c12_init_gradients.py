@@ -94,8 +94,13 @@ def growth(run: Run) -> float | None:
 
 
 def layer_norms(run: Run) -> list[float]:
+    """The run's gradient norm per layer at init; empty where one is not a finite number (a gradient that
+    overflowed at init is written as null: the profile leaves that run out, as growth() does)."""
     row = init_row(run)
-    return [float(row[k]) for k in sorted(k for k in row if k.startswith(NORM))]
+    values = [row[k] for k in sorted(k for k in row if k.startswith(NORM))]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        return []
+    return [float(v) for v in values]
 
 
 def profile(runs: list[Run]) -> dict:

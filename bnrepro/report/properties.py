@@ -24,6 +24,17 @@ _AS_VERDICT = {HOLDS: REPRODUCED, FAILS: NOT_REPRODUCED, UNCLEAR: INCONCLUSIVE, 
 _AS_OUTCOME = {REPRODUCED: HOLDS, NOT_REPRODUCED: FAILS, INCONCLUSIVE: UNCLEAR, PARTLY: PARTLY, NOT_RUN: NOT_RUN}
 
 
+Arms = "tuple[str, ...] | dict[str, tuple[str, ...]]"  # one set of overrides, or one per scale
+
+
+def arms_at(arms, scale: str) -> tuple[str, ...] | None:
+    """The overrides of `arms` (a Property's arms or reference) at a scale: the same at every scale, or the scale's
+    own where they differ by scale (C7's are cpu's only); None where the property declares none at that scale."""
+    if isinstance(arms, dict):
+        return tuple(arms[scale]) if scale in arms else None
+    return tuple(arms)
+
+
 @dataclass(frozen=True)
 class Property:
     """One of BN's properties, judged for any norm by the claim whose module declares it."""
@@ -32,8 +43,8 @@ class Property:
     short: str  # the scorecard's column header
     test: str | Test  # the claim rule's deciding test (its key), or a Test of the property's own (key: the
     # judge's measurement it reads)
-    arms: tuple[str, ...] = ()  # overrides of the claim's sweep that give the norm's arms (model.norm=<norm> added)
-    reference: tuple[str, ...] = ()  # overrides of the claim's sweep that give the reference arms (the claims' runs)
+    arms: Arms = ()  # overrides of the claim's sweep that give the norm's arms (model.norm=<norm> added)
+    reference: Arms = ()  # overrides of the claim's sweep that give the reference arms (the claims' runs)
     bn: str = "bn"  # model.norm of the arm whose place the norm takes (C8's design runs BN as ghost_bn, ghost 0)
     preconditions: tuple[str, ...] | None = None  # the rule's preconditions that gate it (None: all of them)
     batch_stats: bool = False  # applies only to a norm that normalizes with batch statistics (else not applicable)

@@ -30,6 +30,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
     parser.add_argument("--extra", nargs="*", default=[], metavar="OVERRIDE",
                         help="appended to every job, the reference runs' too (a smoke run: trainer.max_steps=10 "
                              "seed=2000,2001); such runs are outside the claims' frozen designs, and the cells say so")
+    parser.add_argument("--resume", action="store_true", help="with --builtin: skip the norms the scorecard in "
+                        "--out already has a row for (a builtin scorecard cut short)")
     parser.add_argument("--force", action="store_true", help="replace a row even by one resting on fewer runs")
     args = parser.parse_args(argv)
     given: dict[str, str] = {}
@@ -73,10 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         from bnrepro.norm import Norm
         from bnrepro.scorecard import BUILTIN
         from bnrepro.scorecard.card import properties, score
-        from bnrepro.scorecard.write import add, markdown
+        from bnrepro.scorecard.write import add, load, markdown
 
         only = {c.strip() for c in args.only.split(",")} if args.only else None
         todo = list(BUILTIN.items()) if args.builtin else [(args.norm, options)]
+        if args.resume:
+            done = load(args.out)["rows"]
+            todo = [(norm, opts) for norm, opts in todo if norm not in done]
         for norm, opts in todo:
             Norm(norm, **opts)  # ConfigError before any run: not a norm, or options it does not have
         columns = {claim.id: prop.short for claim, prop in properties(only)}

@@ -10,14 +10,16 @@ the "vs BN" beside every other norm's.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bnrepro import ConfigError
+from bnrepro.loop import git_rev
 from bnrepro.norm import norm_spec
 from bnrepro.report.judging import judge_claim
-from bnrepro.report.properties import (FAILS, NOT_APPLICABLE, Property, by_construction, judge_property,
-                                       not_applicable)
+from bnrepro.report.properties import (FAILS, NOT_APPLICABLE, NOT_RUN, Property, arms_at, by_construction,
+                                       judge_property, not_applicable)
 from bnrepro.report.runs import Run, load_run
 from bnrepro.scorecard import checks
 from bnrepro.scorecard.jobs import Job, index, jobs, launch
@@ -52,6 +54,9 @@ def plan(norm: str, options: dict, scale: str, runs: Path, score_runs: Path, cla
     p = Plan(claim, prop)
     spec = norm_spec(norm)
     experiment = claim.experiments[0]
+    if arms_at(prop.arms, scale) is None:
+        p.decided = not_applicable(f"{claim.id}'s property declares its arms at scale {', '.join(prop.arms)} only")
+        return p
     if prop.batch_stats and not spec.batch_stats:
         p.decided = not_applicable(f"no batch statistics: {spec.label} needs no population statistics, so there is "
                                    "no train/test discrepancy to measure")
@@ -75,11 +80,12 @@ def plan(norm: str, options: dict, scale: str, runs: Path, score_runs: Path, cla
     def on(job: Job) -> bool:
         return data is None or job.net.endswith(f" on {data}")
 
-    p.reference = [job for job, _ in jobs(experiment, scale, [*prop.reference, *extra], runs) if on(job)]
+    reference = jobs(experiment, scale, [*arms_at(prop.reference, scale), *extra], runs)
+    p.reference = [job for job, _ in reference if on(job)]
     if norm == "bn":
         return p  # BN's row: the claims' own runs
-    mine = jobs(experiment, scale, [*prop.arms, f"model.norm={norm}", *option_overrides(options), *extra],
-                score_runs)
+    overrides = [*arms_at(prop.arms, scale), f"model.norm={norm}", *option_overrides(options), *extra]
+    mine = jobs(experiment, scale, overrides, score_runs)
     mine = [(job, cfg) for job, cfg in mine if on(job)]
     if not mine:
         p.decided = not_applicable(f"{claim.id}'s design runs nothing on {data} at scale {scale}")
@@ -156,7 +162,18 @@ def score(norm: str, options: dict, scale: str, runs: Path, score_runs: Path, st
         for p in plans:
             ref = Plan(p.claim, p.prop, reference=p.reference)
             bn_cells[p.claim.id] = judge(ref, found, "bn", None) if p.reference else None
-    cells = {p.claim.id: judge(p, found, norm, bn_cells.get(p.claim.id)) for p in plans}
+    cells, broken = {}, []
+    for p in plans:
+        try:
+            cells[p.claim.id] = judge(p, found, norm, bn_cells.get(p.claim.id))
+        except Exception as e:  # noqa: BLE001 - a judge that fails on the norm's runs: its cell says so, and the
+            # other cells are judged (the row then lists it as failed, and the command exits 1)
+            first = str(e).splitlines()[0] if str(e) else ""
+            why = f"{p.claim.id}'s judge failed on {norm}'s runs: {type(e).__name__}: {first}"
+            print(f"error: {why}", file=sys.stderr, flush=True)
+            cells[p.claim.id] = {"outcome": NOT_RUN, "combined": why, "data": {}, "runs": 0, "why": why}
+            broken.append(p.claim.id)
     return {"norm": norm, "label": spec.label, "options": options, "data": data or "all", "inputs": inputs,
             "cells": cells,
-            "launched": 0 if dry_run else len(missing), "reused": len(wanted) - len(missing), "failed": failed}
+            "launched": 0 if dry_run else len(missing), "reused": len(wanted) - len(missing),
+            "failed": failed + [f"{cid}'s judge" for cid in broken], "git_rev": git_rev()}

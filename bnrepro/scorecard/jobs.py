@@ -98,5 +98,6 @@ def launch(missing: list[Job], streams: int, keep_going: bool = True) -> list[st
     todo = tasks(missing)
     if not todo:
         return []
-    args = argparse.Namespace(streams=streams, runs=Path("/"), keep_going=keep_going, scale="", launcher="joblib")
-    return (suite._streams if streams > 1 else suite._in_turn)(todo, args)
+    args = argparse.Namespace(streams=streams, runs=Path(), keep_going=keep_going, scale="", launcher="joblib")
+    # each task names its folder whole (tasks()); the suite prints it as args.runs / folder
+    return (suite.in_streams if streams > 1 else suite.in_turn)(todo, args)

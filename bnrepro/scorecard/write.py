@@ -92,7 +92,9 @@ def markdown(card: dict) -> str:
         options = ", ".join(f"model.{k}={v}" for k, v in row["options"].items()) or "default options"
         on = "" if row.get("data", "all") == "all" else f", on {row['data']} only"
         lines.append(f"**{row['label']}** (`norm={row['norm']}`, {options}{on}): {row['reused']} runs reused, "
-                     f"{row['launched']} launched, in {row.get('wall_s', 0) / 60:.1f} min" + (f", failed tasks: {', '.join(row['failed'])}"
+                     f"{row['launched']} launched, in {row.get('wall_s', 0) / 60:.1f} min"
+                     + (f", at {row['git_rev']}" if row.get("git_rev") else "")
+                     + (f", failed tasks: {', '.join(row['failed'])}"
                                                       if row["failed"] else ""))
         for key, cell in row["cells"].items():
             why = [f"{DATA.get(d, d) or 'all'}: {c['outcome']}" + (f" ({c['why']})" if c.get("why") else "")
