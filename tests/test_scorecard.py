@@ -82,11 +82,15 @@ def test_cells_decided_without_runs(tmp_path):
     assert c2.decided["outcome"] == NOT_APPLICABLE and "model.norm=in normalizes each channel" in c2.decided["why"]
     frozen = plan("frozen_bn", {}, "cpu", runs, runs, claims["C15"], PROPERTY["C15"])  # a BN: runs the design
     assert frozen.decided is None and frozen.mine and frozen.reference
+    ghost = plan("ghost_bn", {"ghost_batch": 4}, "cpu", runs, runs, claims["C15"], PROPERTY["C15"])
+    assert ghost.decided is None and ghost.mine
+    assert c15.reference and not c15.mine  # decided without runs: BN's runs are still read for "vs BN"
 
 
 def test_affine_at_inference_tells_the_norms_that_can_fold():
     assert checks.affine_at_inference("bn", {}) and checks.affine_at_inference("frozen_bn", {})
     assert checks.affine_at_inference("wn", {})  # a per-channel bias
+    assert checks.affine_at_inference("ghost_bn", {"ghost_batch": 4})  # trained on whole ghost batches
     for norm, options in (("gn", {"norm_groups": 4}), ("ln", {}), ("frn", {}), ("evonorm_b0", {}), ("rmsnorm", {})):
         assert checks.affine_at_inference(norm, options) is False, norm
 
@@ -205,3 +209,19 @@ def test_the_readmes_custom_norm_is_the_example_file_and_a_norm_layer(monkeypatc
     fails = checks.check_layer("scalenorm.ScaleNorm", {})
     assert not any(fails.values())
     assert checks.affine_at_inference("scalenorm.ScaleNorm", {}) is False  # per-example: C15 fails by construction
+
+
+def test_c12s_profile_leaves_out_a_run_whose_gradient_overflowed_at_init():
+    """Found by the scorecard: ghost BN (ghost batches of 4) in the plain 100-layer MLP overflows at init, and the
+    probe writes the overflowed norms as null; C12's judge then stopped on them. Such a run has no growth rate and
+    no profile (left out), and the others' profile stands."""
+    from bnrepro.claims.c12_init_gradients import GROWTH, NORM, layer_norms, profile
+    from bnrepro.report.runs import Run
+
+    def run(norms, growth):
+        row = {"step": 0, GROWTH: growth, **{f"{NORM}{i:03d}": v for i, v in enumerate(norms)}}
+        return Run(dir=Path("."), config={}, summary={"status": "completed"}, metrics=[row])
+
+    bad, good = run([1.0, None, 4.0], None), run([1.0, 10.0, 100.0], 10.0)
+    assert layer_norms(bad) == [] and layer_norms(good) == [1.0, 10.0, 100.0]
+    assert profile([bad, good])["mean"] == pytest.approx([0.0, 1.0, 2.0])

@@ -57,6 +57,13 @@ def plan(norm: str, options: dict, scale: str, runs: Path, score_runs: Path, cla
     if arms_at(prop.arms, scale) is None:
         p.decided = not_applicable(f"{claim.id}'s property declares its arms at scale {', '.join(prop.arms)} only")
         return p
+
+    def on(job: Job) -> bool:
+        return data is None or job.net.endswith(f" on {data}")
+
+    # BN's runs first: every cell, decided without runs or not, has BN's beside it
+    p.reference = [job for job, _ in jobs(experiment, scale, [*arms_at(prop.reference, scale), *extra], runs)
+                   if on(job)]
     if prop.batch_stats and not spec.batch_stats:
         p.decided = not_applicable(f"no batch statistics: {spec.label} needs no population statistics, so there is "
                                    "no train/test discrepancy to measure")
@@ -77,11 +84,6 @@ def plan(norm: str, options: dict, scale: str, runs: Path, score_runs: Path, cla
                                        "statistics, which the fold probe folds" if affine else
                                        f"{spec.label} fails on conv feature maps")
             return p
-    def on(job: Job) -> bool:
-        return data is None or job.net.endswith(f" on {data}")
-
-    reference = jobs(experiment, scale, [*arms_at(prop.reference, scale), *extra], runs)
-    p.reference = [job for job, _ in reference if on(job)]
     if norm == "bn":
         return p  # BN's row: the claims' own runs
     overrides = [*arms_at(prop.arms, scale), f"model.norm={norm}", *option_overrides(options), *extra]
@@ -95,7 +97,9 @@ def plan(norm: str, options: dict, scale: str, runs: Path, score_runs: Path, cla
         nets.setdefault(job.net, cfg)
     p.skipped = {net: why for net, cfg in nets.items() if (why := checks.check_net(cfg))}
     if len(p.skipped) == len(nets):
-        p.decided = not_applicable("; ".join(f"{net}: {why}" for net, why in p.skipped.items()))
+        reasons = set(p.skipped.values())
+        p.decided = not_applicable(f"{', '.join(p.skipped)}: {reasons.pop()}" if len(reasons) == 1 else
+                                   "; ".join(f"{net}: {why}" for net, why in p.skipped.items()))
         return p
     p.mine = [job for job, _ in mine if job.net not in p.skipped]
     return p
@@ -148,7 +152,8 @@ def score(norm: str, options: dict, scale: str, runs: Path, score_runs: Path, st
             raise ConfigError(f"{claim.id}'s design does not compose with norm={norm} "
                               f"{' '.join(option_overrides(options))}: {type(e).__name__}: "
                               f"{str(e).splitlines()[0]}") from None
-    wanted = {j.hash: j for p in plans for j in p.reference + p.mine}
+    # a cell decided without runs launches none; its "vs BN" reads BN's runs where they exist
+    wanted = {j.hash: j for p in plans for j in (p.reference if p.decided is None else []) + p.mine}
     found = index(runs, score_runs)
     missing = [j for h, j in wanted.items() if h not in found]
     failed: list[str] = []

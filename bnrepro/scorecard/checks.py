@@ -59,7 +59,7 @@ def affine_at_inference(norm: str, options: dict) -> bool | None:
     b_c for every example and position: what folding into the layer before needs. Measured on random inputs in
     float64 (least squares per channel); None for a layer that fails there."""
     factory = Norm(norm, **options)
-    shape = (6, 8, 3, 3)
+    shape = (2 * factory.ghost_batch or 6, 8, 3, 3)  # ghost norms: two ghost batches
     try:
         layer = factory(8, 2).double().train()
         g = torch.Generator().manual_seed(1)
