@@ -140,7 +140,7 @@ class Breaks(nn.Module):
 @pytest.fixture
 def toy(tmp_path, monkeypatch):
     """A package outside the repository that holds a user's norms."""
-    pkg = tmp_path / "site" / "toynorms"
+    pkg = tmp_path / "site" / "sc_toynorms"
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text(textwrap.dedent(PACKAGE))
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
@@ -149,10 +149,10 @@ def toy(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("argv,says", [
-    (["norm=toynorms.Missing"], "norm='toynorms.Missing' is not a norm"),
+    (["norm=sc_toynorms.Missing"], "norm='sc_toynorms.Missing' is not a norm"),
     (["norm=nopackage.Norm"], "norm='nopackage.Norm' is not a norm"),
-    (["norm=toynorms.Shrinks"], "changes the tensor's shape"),
-    (["norm=toynorms.Breaks"], "fails on a batch of 2"),
+    (["norm=sc_toynorms.Shrinks"], "changes the tensor's shape"),
+    (["norm=sc_toynorms.Breaks"], "fails on a batch of 2"),
     (["norm"], "is not a setting"),
     (["norm=gn", "trainer.max_steps=3"], "the scorecard takes norm=, scale="),
     (["norm=gn", "scale=laptop"], "scale=laptop is not a scale"),
@@ -173,9 +173,9 @@ def test_a_toy_norm_from_outside_the_repo_scored_end_to_end_reusing_the_referenc
     tiny = ["--data", "digits", "--extra", "trainer.max_steps=12", "trainer.eval_every=4", "seed=2000,2001"]
     common = ["--only", "fig1,C8,C15", "--runs", str(runs), "--score-runs", str(score_runs), "--out", str(out),
               "--streams", "1", *tiny]
-    assert main(["norm=toynorms.ToyNorm", *common]) == 0
+    assert main(["norm=sc_toynorms.ToyNorm", *common]) == 0
     card = json.loads((out / "scorecard.json").read_text())
-    row = card["rows"]["toynorms.ToyNorm"]
+    row = card["rows"]["sc_toynorms.ToyNorm"]
     # fig1: 2 seeds of the toy norm, and the reference arms (BN, no BN) launched into RUNS: nothing existed
     assert (row["launched"], row["reused"]) == (6, 0)
     assert len(list(runs.rglob("summary.json"))) == 4 and len(list(score_runs.rglob("summary.json"))) == 2
@@ -189,13 +189,13 @@ def test_a_toy_norm_from_outside_the_repo_scored_end_to_end_reusing_the_referenc
     md = (out / "SCORECARD.md").read_text()
     assert "| ToyNorm |" in md and "not applicable" in md and (out / "scorecard.png").stat().st_size > 10_000
     # again: every run is found by its config hash, none launched
-    assert main(["norm=toynorms.ToyNorm", *common]) == 0
-    assert json.loads((out / "scorecard.json").read_text())["rows"]["toynorms.ToyNorm"]["launched"] == 0
+    assert main(["norm=sc_toynorms.ToyNorm", *common]) == 0
+    assert json.loads((out / "scorecard.json").read_text())["rows"]["sc_toynorms.ToyNorm"]["launched"] == 0
     # another norm: only its own arm is launched; BN's and no BN's runs are reused
     assert main(["norm=ln", *common]) == 0
     card = json.loads((out / "scorecard.json").read_text())
     assert (card["rows"]["ln"]["launched"], card["rows"]["ln"]["reused"]) == (2, 4)
-    assert list(card["rows"]) == ["toynorms.ToyNorm", "ln"]
+    assert list(card["rows"]) == ["sc_toynorms.ToyNorm", "ln"]
     assert len(list(runs.rglob("summary.json"))) == 4  # no reference run retrained
 
 
