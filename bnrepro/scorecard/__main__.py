@@ -55,7 +55,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict]:
     if not (CONFIGS / "scale" / f"{scale}.yaml").exists():
         raise ConfigError(f"scale={scale} is not a scale: use one of "
                           + ", ".join(sorted(p.stem for p in (CONFIGS / "scale").glob("*.yaml"))))
-    args.scale, args.norm, args.options = scale, norm, options
+    args.scale, args.norm = scale, norm
     args.runs = args.runs or Path("runs") / scale
     args.score_runs = args.score_runs or Path("runs") / "scorecard" / scale
     args.out = args.out or Path("results") / "scorecard" / scale

@@ -80,7 +80,7 @@ def markdown(card: dict) -> str:
             ivs = interval(cell)
             if ivs:
                 text += ": " + "; ".join(ivs)
-            if cell["outcome"] in (NOT_APPLICABLE,) or (cell["outcome"] != HOLDS and not ivs):
+            if cell["outcome"] == NOT_APPLICABLE or (cell["outcome"] != HOLDS and not ivs):
                 text += f" ({cell.get('why') or cell['combined']})"
             vs = cell.get("vs_bn")
             if vs and row["norm"] != "bn":
