@@ -100,11 +100,18 @@ def test_wait_for_lock_waits_for_the_holder_then_trains(tmp_path):
     with RunLock(run_dir):
         proc = subprocess.Popen([sys.executable, "-m", "bnrepro.train", *TINY, "trainer.wait_for_lock=true",
                                  f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-        time.sleep(4)
-        assert proc.poll() is None  # still waiting
+        # Release only once the child says it waits: a fixed sleep raced a slow start (CI's import of torch
+        # took longer than the sleep, so the child found the lock free and never waited).
+        seen = []
+        for line in proc.stderr:  # ends if the child exits without waiting
+            seen.append(line)
+            if "waiting for the process that trains it" in line:
+                break
+        assert seen and "waiting for the process that trains it" in seen[-1], "".join(seen)
+        time.sleep(1)
+        assert proc.poll() is None  # still waiting while the lock is held
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    assert "waiting for the process that trains it" in err
+    assert proc.returncode == 0, "".join(seen) + err
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
 
 
