@@ -316,7 +316,8 @@ def step_view(run: Run, x: torch.Tensor, y: torch.Tensor, step: int, lr: float) 
     smoothing = run.smoothing
     return StepView(model=run.model, x=x, y=y, lr=lr, step=step,
                     loss=lambda logits, target: F.cross_entropy(logits, target, label_smoothing=smoothing),
-                    speed=run.speed, data=run.data, device=run.device, cfg=run.cfg)
+                    speed=run.speed, data=run.data, device=run.device, cfg=run.cfg,
+                    optimizer=run.optimizer)
 
 
 def fixed_view(run: Run, step: int) -> StepView:

@@ -121,6 +121,9 @@ class NormOptions(Group):
     norm_momentum: float = Field(0.1, gt=0, le=1)  # running statistics: new = (1 - momentum) old + momentum batch
     norm_eps: float = Field(1e-5, gt=0)    # added to the variance before the square root
     norm_sync: bool = False                # under torchrun: BN statistics over the global batch (SyncBatchNorm)
+    norm_position: Optional[Literal["pre", "post"]] = None  # where each norm sits (C17): pre = on the linear or
+                                           # conv output, before the nonlinearity (the paper's; null means pre),
+                                           # post = after the nonlinearity; a norm no nonlinearity follows stays
 
 
 class Model(NormOptions):
@@ -131,7 +134,7 @@ class Model(NormOptions):
     hidden: Optional[list[int]] = None           # mlp: hidden widths
     init: Optional[str] = None                   # mlp: normal | xavier | kaiming (C3: each arm's fair init)
     init_std: Optional[float] = Field(None, gt=0)     # mlp, init=normal: the weights' standard deviation
-    init_scale: Optional[float] = Field(None, gt=0)   # conv nets: multiplier on the Kaiming init (C6)
+    init_scale: Optional[float] = Field(None, gt=0)   # multiplier on the family's init (conv nets: Kaiming, C6; mlp: C17)
     depth: Optional[int] = Field(None, ge=1)     # resnet_cifar: 6n+2 (checked by the model); mlp: hidden layers (C12)
     residual: Optional[bool] = None              # C12: skip connections on/off (mlp: off, resnet_cifar: on if unset)
     width: Optional[int] = Field(None, ge=1)     # resnet_cifar: channels of the first stage

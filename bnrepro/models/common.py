@@ -18,9 +18,22 @@ def activation(name: str) -> nn.Module:
 CONVS = {1: nn.Conv1d, 2: nn.Conv2d}  # by the number of spatial axes: (N, C, L) sequences, (N, C, H, W) images
 
 
+def layer_bias(norm: Norm) -> bool:
+    """Whether the linear or conv layer under a norm keeps its bias: only where no norm follows it directly to
+    absorb it (no norm, or the norm after the nonlinearity: model.norm_position=post)."""
+    return not norm.enabled or norm.position == "post"
+
+
+def norm_act(norm: Norm, channels: int, dim: int, act: str) -> list[nn.Module]:
+    """The norm and the nonlinearity after a linear or conv layer, in the order model.norm_position asks (C17):
+    pre = norm then nonlinearity (the paper's: "immediately before the nonlinearity"), post = the reverse."""
+    normed = [norm(channels, dim=dim)] if norm.enabled else []
+    return normed + [activation(act)] if norm.position == "pre" else [activation(act)] + normed
+
+
 def conv_norm(cin: int, cout: int, kernel: int, norm: Norm, stride: int = 1, dims: int = 2) -> nn.Sequential:
-    """A conv over `dims` spatial axes followed by the norm; the conv keeps its bias only when there is no norm
-    to absorb it."""
+    """A conv over `dims` spatial axes followed by the norm, with no nonlinearity after it (so at any
+    norm_position); the conv keeps its bias only when there is no norm to absorb it."""
     layers = [CONVS[dims](cin, cout, kernel, stride, padding=kernel // 2, bias=not norm.enabled)]
     if norm.enabled:
         layers.append(norm(cout, dim=dims))
@@ -29,7 +42,9 @@ def conv_norm(cin: int, cout: int, kernel: int, norm: Norm, stride: int = 1, dim
 
 def conv_norm_act(cin: int, cout: int, kernel: int, norm: Norm, act: str, stride: int = 1,
                   dims: int = 2) -> nn.Sequential:
-    return nn.Sequential(*conv_norm(cin, cout, kernel, norm, stride, dims), activation(act))
+    """conv -> norm -> act, or conv -> act -> norm with model.norm_position=post."""
+    conv = CONVS[dims](cin, cout, kernel, stride, padding=kernel // 2, bias=layer_bias(norm))
+    return nn.Sequential(conv, *norm_act(norm, cout, dims, act))
 
 
 def require_images(in_shape, family: str) -> None:

@@ -1,4 +1,5 @@
-"""The paper's MNIST net (section 4.1): fully connected hidden layers, norm before each nonlinearity.
+"""The paper's MNIST net (section 4.1): fully connected hidden layers, norm before each nonlinearity (after it
+with model.norm_position=post, C17).
 
 C12 (Yang et al. 2019) adds two options: `depth` (that many hidden layers, each `hidden[0]` wide, instead of the
 `hidden` list) and `residual` (each hidden layer after the first adds its input to its output,
@@ -10,7 +11,7 @@ import math
 from torch import nn
 
 from bnrepro import ConfigError
-from bnrepro.models.common import activation
+from bnrepro.models.common import layer_bias, norm_act, scale_weights
 from bnrepro.norm import Norm
 from bnrepro.norm.group import IN_ON_FEATURES
 
@@ -25,7 +26,7 @@ class Residual(nn.Sequential):
 class MLP(nn.Sequential):
     def __init__(self, in_shape, num_classes: int, norm: Norm, hidden=(100, 100, 100), act: str = "sigmoid",
                  dropout: float = 0.0, init_std: float = 0.1, init: str = "normal", depth: int | None = None,
-                 residual: bool = False):
+                 residual: bool = False, init_scale: float = 1.0):
         if init not in INITS:
             raise ConfigError(f"unknown model.init '{init}': set it to one of {', '.join(INITS)}")
         if norm.kind == "in":  # checked here: a (N, C) input is all a fully connected layer's norm ever sees
@@ -36,11 +37,8 @@ class MLP(nn.Sequential):
             hidden = [hidden[0]] * depth
         layers, width = [nn.Flatten()], math.prod(in_shape)
         for h in hidden:
-            # a norm after the linear layer makes its bias redundant (the paper drops it)
-            block = [nn.Linear(width, h, bias=not norm.enabled)]
-            if norm.enabled:
-                block.append(norm(h, dim=1))
-            block.append(activation(act))
+            # a norm right after the linear layer makes its bias redundant (the paper drops it)
+            block = [nn.Linear(width, h, bias=layer_bias(norm)), *norm_act(norm, h, 1, act)]
             if dropout > 0:
                 block.append(nn.Dropout(dropout))
             # a skip needs equal widths: the first hidden layer (from the input) never has one
@@ -53,6 +51,8 @@ class MLP(nn.Sequential):
                 INITS[init](m.weight, init_std, act)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        if init_scale != 1.0:  # the conv nets' multiplier (C17 sweeps one key across families)
+            scale_weights(self, init_scale)
 
 
 def xavier_gain(act: str) -> float:

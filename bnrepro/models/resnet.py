@@ -34,6 +34,8 @@ class ResNet(TimmResNet):
             for m in self.modules():
                 if isinstance(m, nn.Conv2d):
                     m.bias = nn.Parameter(torch.zeros(m.out_channels))
+        if norm.enabled and norm.position == "post":
+            self._norms_after_activations()
         init_weights(self, init_scale)  # the same conv init as our other families
         if zero_init_residual:
             if norm.weight_norm:  # g = ||v|| = 0 would make w = g v / ||v|| undefined
@@ -45,3 +47,20 @@ class ResNet(TimmResNet):
                     conv = m.conv3 if isinstance(m, Bottleneck) else m.conv2
                     scaled = norm.enabled and isinstance(getattr(last, "weight", None), nn.Parameter)  # mean-only BN: none
                     nn.init.zeros_((last if scaled else conv).weight)
+
+    def _norms_after_activations(self) -> None:
+        """model.norm_position=post (C17): each norm that timm puts between a conv and its nonlinearity (the stem's,
+        a block's first, a bottleneck's second) moves after the nonlinearity, and the conv gets its bias back; the
+        last norm of a block feeds the residual sum, not a nonlinearity, and stays."""
+        def move(owner, conv: str, bn: str, act: str) -> None:
+            layer = getattr(owner, conv)
+            layer.bias = nn.Parameter(torch.zeros(layer.out_channels))
+            setattr(owner, act, nn.Sequential(getattr(owner, act), getattr(owner, bn)))
+            setattr(owner, bn, nn.Identity())
+
+        move(self, "conv1", "bn1", "act1")
+        for m in self.modules():
+            if isinstance(m, (BasicBlock, Bottleneck)):
+                move(m, "conv1", "bn1", "act1")
+                if isinstance(m, Bottleneck):
+                    move(m, "conv2", "bn2", "act2")

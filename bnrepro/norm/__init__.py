@@ -48,6 +48,10 @@ class Norm:
         norm_spec(norm)  # ConfigError for a name that is no norm
         o = self.options
         check_brn_schedule(o.brn_hold, o.brn_rmax_at, o.brn_dmax_at, o.brn_warmup)
+        if self.position == "post" and self.spec.finish is not None:
+            raise ConfigError(f"model.norm={norm} with model.norm_position=post: weight normalization "
+                              "reparameterizes the layer before its norm, so it has no place after the nonlinearity; "
+                              "set model.norm_position=pre")
 
     @classmethod
     def of(cls, model) -> "Norm":
@@ -72,6 +76,11 @@ class Norm:
     @property
     def kind(self) -> str:
         return self.options.norm
+
+    @property
+    def position(self) -> str:
+        """"pre" (on the layer's output, before the nonlinearity: the paper's) or "post" (after it): C17."""
+        return self.options.norm_position or "pre"
 
     @property
     def spec(self) -> NormSpec:

@@ -37,7 +37,7 @@ class StepView:
     """What a probe may read at its moments. `model` is the plain module (not DDP or compiled); `x, y` the
     training batch of the step (at_start: the first batch; at_end: the last); `loss(logits, y)` the training
     loss; `speed` the run's device path (`speed.autocast()`, `speed.input(x)`); `data` the run's data
-    (`data.eval_batches(split, batch, rank, world)`)."""
+    (`data.eval_batches(split, batch, rank, world)`); `optimizer` the run's optimizer, read-only."""
 
     model: nn.Module
     x: torch.Tensor
@@ -49,6 +49,7 @@ class StepView:
     data: Any
     device: torch.device
     cfg: Any
+    optimizer: Any = None  # the run's optimizer, to read (C16's probe computes the update it would make)
 
 
 class LoopProbe:
@@ -142,3 +143,4 @@ from bnrepro.probes import scale_invariance  # noqa: E402,F401  (C14)
 from bnrepro.probes import init_gradients  # noqa: E402,F401  (C12: gradient norms at init)
 from bnrepro.probes import fold  # noqa: E402,F401  (C15: BN folded into the layer before it)
 from bnrepro.probes import mode_gap  # noqa: E402,F401  (C7: train- vs eval-mode accuracy)
+from bnrepro.probes import ics  # noqa: E402,F401  (C16: internal covariate shift, Santurkar's definition)
