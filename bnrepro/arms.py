@@ -23,7 +23,7 @@ from bnrepro import CONFIGS, flatten
 from hydra_plugins.bnrepro_claim_groups import group_dir
 
 # swept in every experiment but never part of an arm: the seed, and the dataset or, where a claim runs more than
-# one net on a dataset, the cell (dataset and net: C7's groups/cell/), a verdict each, judged apart
+# one net on a dataset, the cell (dataset and net: configs/cell/), a verdict each, judged apart
 # (bnrepro/report/judging.judge_claim)
 SWEEP_ONLY = ("seed", "data", "cell")
 

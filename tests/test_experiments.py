@@ -215,3 +215,28 @@ def test_c11_runs_the_line_probe_and_c3_the_gradient_norms_at_every_scale():
     # one LR for both arms: the scale's x1 (at cifar the no-BN ResNet-20's base_lr, as C2's x1)
     assert compose_cfg(["experiment=c11_smoothness", "scale=cifar"]).optim.lr == 0.01
     assert compose_cfg(["experiment=c11_smoothness", "scale=cpu"]).optim.lr == 0.1
+
+
+@pytest.mark.parametrize("scale", ("cpu", "cifar", "imagenet"))
+def test_c16_probes_ics_on_bn_noisy_bn_and_no_bn(scale):
+    cfg = compose_cfg(["experiment=c16_ics", f"scale={scale}"])
+    axes = sweep_axes(cfg)
+    assert axes["model.norm"] == ["bn", "noisy_bn", "none"]
+    assert "ics" in cfg.trainer.probes
+    assert (axes["cell"] == ["digits", "mnist1d", "mnist1d_resnet8"]) if scale == "cpu" else ("data" in axes)
+
+
+def test_c17_sweeps_the_position_the_act_an_lr_grid_and_init_scales_in_every_cell():
+    """Every cpu job builds the cell's net with the position, activation, LR multiplier and init scale asked for."""
+    cfg = compose_cfg(["experiment=c17_position", "scale=cpu"])
+    axes = sweep_axes(cfg)
+    assert axes["model.norm_position"] == ["pre", "post"] and axes["model.act"] == ["sigmoid", "relu"]
+    assert axes["c17_point"] == ["x1", "x5", "x30", "init_small", "init_large"]
+    points = {"x1": (1, None), "x5": (5, None), "x30": (30, None), "init_small": (1, 0.1), "init_large": (1, 10)}
+    for cell, point in itertools.product(axes["cell"], axes["c17_point"]):
+        job = compose_cfg(["experiment=c17_position", "scale=cpu", f"cell={cell}", f"c17_point={point}",
+                           "model.norm_position=post", "model.act=relu"])
+        lr_mult, init = points[point]
+        assert job.optim.lr_mult == lr_mult and (job.model.init_scale or 1.0) == (init or 1.0)
+        assert job.model.name == ("resnet_cifar" if cell == "mnist1d_resnet8" else "mlp")
+        assert (job.model.norm, job.model.norm_position, job.model.act) == ("bn", "post", "relu")

@@ -1,0 +1,179 @@
+"""C17: BN before the nonlinearity (the paper's placement) trains at least as well as BN after it.
+
+The sources disagree. The paper (section 3.2): "we add the BN transform immediately before the nonlinearity, by
+normalizing x = Wu + b", arguing that Wu + b is "more likely to have a symmetric, non-sparse distribution, that
+is more Gaussian", whose normalization yields activations with a stable distribution, while the layer input u,
+a nonlinearity's output, has a shape that is likely to change during training. Widely read descriptions
+(course notes, library tutorials) say BN is "commonly applied after activation functions", and practitioners'
+benchmarks and forum threads report the post-activation order as equal or better for ReLU nets; neither side
+gives a controlled comparison we could retrieve here, so no number stands beside ours.
+
+Experiment c17_position: model.norm_position=pre|post, everything else equal (every model family builds either
+order: tests/test_norm_position.py), sigmoid and ReLU, the points of group c17_point: the LR grid x1, x5, x30
+(C2's multipliers) and the init scales x0.1, x10 at x1 (C6's). Per cell and activation:
+- score: each placement at its own LR, chosen on the validation split from the grid (mean over seeds), scored
+  on the test split (core: non-inferiority of pre, at least as well within SAME);
+- LR tolerance (C2's test, support): the score at x30 minus the score at x1, pre's no worse than post's by SAME;
+- init sensitivity (C6's measure, support): per seed, the spread (max - min) of the score over init x0.1, x1,
+  x10 at x1; pre's no larger than post's by SAME;
+- steps to a target (described): the validation steps each placement needs, at its chosen LR, to reach the
+  lower of the two placements' best validation accuracies (both reach it), as a ratio pre / post.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from bnrepro.report import plots as P
+from bnrepro.report import stats
+from bnrepro.report.design import Design
+from bnrepro.report.judging import (
+    SAME, Claim, Judged, Missing, Result, acc_series, arm_json, arms_of, by_seed, diff, pick_by_val, ratio_steps,
+    score, steps_to)
+from bnrepro.report.panels import SCORE, TEST_ACC
+from bnrepro.report.rules import CORE, SUPPORT, Rule, Test
+from bnrepro.report.runs import Run
+
+ACTS = ("sigmoid", "relu")
+LR_GRID = (1.0, 5.0, 30.0)
+INITS = (0.1, 1.0, 10.0)
+PAPER = {"quote": "we add the BN transform immediately before the nonlinearity, by normalizing x = Wu + b",
+         "section": "3.2", "numbers": None,
+         "other_side": "\"commonly applied after activation functions\" (widely read descriptions); practitioners "
+                       "report post-activation BN as equal or better for ReLU nets (no controlled number retrieved)"}
+
+NONINF = (f"non-inferiority margin {100 * SAME:g} point (SAME), fixed in advance: the claim is 'at least as well', "
+          "not 'better'")
+RULE = Rule((
+    *(Test(f"score_{act}", CORE, f"{act}: BN before the nonlinearity scores at least as well as after it",
+           f"score(pre) - score(post), each at its validation-chosen LR ({act})", "greater", -SAME, why=NONINF)
+      for act in ACTS),
+    *(Test(f"lr_tolerance_{act}", SUPPORT, f"{act}: before the nonlinearity, BN tolerates the largest LR as well",
+           f"[score(x30) - score(x1)](pre) - [same](post) ({act})", "greater", -SAME, why=NONINF + "; C2's test")
+      for act in ACTS),
+    *(Test(f"init_{act}", SUPPORT, f"{act}: before the nonlinearity, BN is no more sensitive to initialization",
+           f"spread over init x0.1, x1, x10 of score: post - pre ({act})", "greater", -SAME,
+           why=NONINF + "; C6's measure")
+      for act in ACTS),
+), notes="Each placement's LR is chosen on validation from x1, x5, x30 of the base rate (mean over seeds), at the "
+         "default init; scores are the test split's (mean over the last evaluations). Spread = per seed max - min of "
+         "the score over the init scales at x1. Steps to target at each placement's chosen LR are reported beside "
+         "(ratio pre / post), not tested. Seeds paired across placements.")
+
+
+def point(run: Run) -> tuple:
+    """(placement, activation, LR multiplier, init scale) of a run."""
+    return (run.get("model.norm_position") or "pre", run.get("model.act"), float(run.get("optim.lr_mult", 1.0)),
+            float(run.get("model.init_scale") or 1.0))
+
+
+def judge(runs: list[Run]) -> Judged:
+    arms = arms_of(runs, point)
+    measured, numbers = {}, {"acts": {}, "arms": {}}
+    ours = []
+    for act in ACTS:
+        s = {k: by_seed(rs, score) for k, rs in arms.items() if k[1] == act}
+        if not s:
+            continue
+        chosen, at = {}, {}
+        for pos in ("pre", "post"):
+            grid = {k: rs for k, rs in arms.items() if k[0] == pos and k[1] == act and k[3] == 1.0}
+            if not grid:
+                raise Missing(f"no runs of model.norm_position={pos} model.act={act} at the default init")
+            chosen[pos] = pick_by_val(grid, f"{pos}'s LR ({act})")
+            at[pos] = s[chosen[pos]]
+        measured[f"score_{act}"] = diff(at["pre"], at["post"])
+
+        def drop(pos):
+            hi, lo = s.get((pos, act, LR_GRID[-1], 1.0)), s.get((pos, act, 1.0, 1.0))
+            if not hi or not lo:
+                raise Missing(f"{pos}, {act}: the x1 and x{LR_GRID[-1]:g} points")
+            return {sd: hi[sd] - lo[sd] for sd in hi if sd in lo}
+
+        drops = {pos: drop(pos) for pos in ("pre", "post")}
+        measured[f"lr_tolerance_{act}"] = diff(drops["pre"], drops["post"])
+
+        def spread(pos):
+            mine = [s.get((pos, act, 1.0, i)) for i in INITS]
+            if not all(mine):
+                raise Missing(f"{pos}, {act}: the init points x0.1, x1, x10")
+            seeds = set.intersection(*(set(m) for m in mine))
+            return {sd: max(m[sd] for m in mine) - min(m[sd] for m in mine) for sd in seeds}
+
+        spreads = {pos: spread(pos) for pos in ("pre", "post")}
+        measured[f"init_{act}"] = diff(spreads["post"], spreads["pre"])
+        best = {pos: [float(acc_series(r)[2].max()) for r in arms[chosen[pos]] if not r.diverged
+                      and len(acc_series(r)[2])] for pos in ("pre", "post")}
+        target = min(float(np.mean(b)) for b in best.values() if b) if all(best.values()) else None
+        # None: the seed never reached the target (ratio_steps counts it)
+        steps = {pos: {r.get("seed"): steps_to(r, target) for r in arms[chosen[pos]]} for pos in ("pre", "post")}
+        speed = ratio_steps(steps["post"], steps["pre"]) if target else None  # steps(post) / steps(pre): > 1, pre faster
+        numbers["acts"][act] = {
+            "chosen_lr": {pos: chosen[pos][2] for pos in chosen},
+            "score": {pos: arm_json(at[pos]) for pos in at},
+            "lr_drop": {pos: arm_json(drops[pos], "points") for pos in drops},
+            "init_spread": {pos: arm_json(spreads[pos], "points") for pos in spreads},
+            "steps_target": target, "speedup_pre": speed.to_json() if speed else None,
+            "grid": {f"{pos}, x{lr:g}": arm_json(s[(pos, act, lr, 1.0)]) for pos in ("pre", "post")
+                     for lr in LR_GRID if (pos, act, lr, 1.0) in s},
+            "inits": {f"{pos}, init x{i:g}": arm_json(s[(pos, act, 1.0, i)]) for pos in ("pre", "post")
+                      for i in INITS if (pos, act, 1.0, i) in s}}
+        ours.append(f"{act}: pre - post {measured[f'score_{act}'].fmt()} (pre at x{chosen['pre'][2]:g}, post at "
+                    f"x{chosen['post'][2]:g})")
+    if not numbers["acts"]:
+        raise Missing("no runs of either activation")
+    return Judged(measured, numbers, "; ".join(ours))
+
+
+def figure(result: Result):
+    """Per activation: (a) the score over the LR grid, pre vs post (the chosen LR marked); (b) the score over the
+    init scales at x1; the tests on the right."""
+    from bnrepro.report.style import legend
+
+    n = result.numbers
+    acts = [a for a in ACTS if a in n.get("acts", {})]
+    fig, gs = P.frame(result, 5.2 * 2 * max(1, len(acts)) + 4, 6.2, (1, 2 * max(1, len(acts))), test_width=1.2)
+    colors = {"pre": "#1f77b4", "post": "#ff7f0e"}
+    for j, act in enumerate(acts):
+        a = n["acts"][act]
+        for k, (what, xs, fmt, title) in enumerate(
+                (("grid", LR_GRID, "{pos}, x{v:g}", "LR multiplier (x base)"),
+                 ("inits", INITS, "{pos}, init x{v:g}", "init scale (x default), at x1"))):
+            ax = fig.add_subplot(gs[0, 2 * j + k])
+            for off, pos in ((-0.04, "pre"), (0.04, "post")):
+                pts = [(v, a[what].get(fmt.format(pos=pos, v=v))) for v in xs]
+                pts = [(v, c) for v, c in pts if c]
+                if not pts:
+                    continue
+                ax.errorbar([v * (1 + off) for v, _ in pts], [100 * c["mean"] for _, c in pts],
+                            yerr=[[100 * (c["mean"] - c["lo"]) for _, c in pts],
+                                  [100 * (c["hi"] - c["mean"]) for _, c in pts]],
+                            color=colors[pos], marker="o", capsize=3,
+                            label=f"BN {pos} the nonlinearity" + (f" (chosen: x{a['chosen_lr'][pos]:g})"
+                                                                  if what == "grid" else ""))
+            ax.set_xscale("log")
+            ax.set_xlabel(title)
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_title(f"({chr(97 + 2 * j + k)}) {act}: " + ("score per LR" if what == "grid" else
+                                                                "score per init scale"))
+            legend(ax)
+    P.caption(fig, result, [], "Mean over seeds with 95% intervals. Pre = linear/conv -> BN -> nonlinearity (the "
+              "paper's), post = linear/conv -> nonlinearity -> BN. The sources give no controlled number to draw.")
+    return fig
+
+
+PILOT_CPU = "filled in from the pilot seeds"
+DESIGNS = {"cpu": Design(
+    data=("digits", "mnist1d", "mnist1d/resnet_cifar"),
+    config={"trainer.max_steps": {"digits": 1000, "mnist1d": 1500, "mnist1d/resnet_cifar": 1500},
+            "trainer.eval_every": 100},
+    n=5,
+    pilot=PILOT_CPU,
+    commit="")}
+
+CLAIM = Claim("C17", "BN before the nonlinearity (the paper's) trains at least as well as after it",
+              ("c17_position",), PAPER,
+              f"Paper section {PAPER['section']}: \"{PAPER['quote']}\"; the other side: {PAPER['other_side']}",
+              RULE, point, judge, designs=DESIGNS)
+FIGURE = figure
+
+PANELS = [TEST_ACC, SCORE]
