@@ -237,7 +237,7 @@ DESIGNS = {"cpu": Design(
             "trainer.eval_every": 250, "trainer.eval_at": [10, 25, 50, 100, 150]},
     n=7,
     pilot=PILOT_CPU,
-    commit="")}
+    commit="41bb877")}
 
 CLAIM = Claim("C16", "BN reduces internal covariate shift (the title; Santurkar et al. find it does not)",
               ("c16_ics",), PAPER, _claim_text(), RULE, ("model.norm",), judge, designs=DESIGNS)
