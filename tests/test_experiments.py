@@ -13,6 +13,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
 
 import bnrepro.train  # noqa: F401  (registers the config resolvers)
+from bnrepro.claims import CLAIMS
 from bnrepro.models import META_KEYS, MODELS
 from bnrepro.schema import NormOptions
 from bnrepro.norm import NORMS
@@ -71,10 +72,12 @@ def test_experiment_composes_at_every_scale(experiment, scale):
     assert cfg.name == experiment and cfg.scale_name == scale
     axes = sweep_axes(cfg)
     check_model(cfg)
-    # 5 confirmation seeds per point at cpu scale (2000 on: bnrepro/report/design.py; C7's redesign of issue 21
-    # runs fresh ones, 2005 on), 3 at the GPU scales (configs/scale/<scale>.yaml: seeds)
+    # at cpu scale the design's n confirmation seeds per point (2000 on: bnrepro/report/design.py; C7's redesign
+    # of issue 21 runs fresh ones, 2005 on; C16's pilot asked for 7), 3 at the GPU scales (configs/scale/<scale>.yaml)
     first = 2005 if experiment == "c7_small_batch" else 2000
-    assert axes["seed"] == ([str(s) for s in range(first, first + 5)] if scale == "cpu" else ["0", "1", "2"])
+    claim = next((c for c in CLAIMS if experiment in c.experiments), None)
+    n = claim.designs["cpu"].n if claim and "cpu" in claim.designs else 5
+    assert axes["seed"] == ([str(s) for s in range(first, first + n)] if scale == "cpu" else ["0", "1", "2"])
     if experiment != "fig1":
         assert cfg.claim.startswith("C")
         assert len(list(itertools.product(*axes.values()))) >= 6
@@ -226,17 +229,22 @@ def test_c16_probes_ics_on_bn_noisy_bn_and_no_bn(scale):
     assert (axes["cell"] == ["digits", "mnist1d", "mnist1d_resnet8"]) if scale == "cpu" else ("data" in axes)
 
 
-def test_c17_sweeps_the_position_the_act_an_lr_grid_and_init_scales_in_every_cell():
-    """Every cpu job builds the cell's net with the position, activation, LR multiplier and init scale asked for."""
+def test_c17_sweeps_the_position_an_lr_grid_and_init_scales_in_every_cell():
+    """Every cpu job builds the cell's net with the position, activation, LR multiplier, init scale and budget
+    asked for: the MLP sigmoid and ReLU on both datasets, ResNet-8 ReLU on MNIST-1D."""
     cfg = compose_cfg(["experiment=c17_position", "scale=cpu"])
     axes = sweep_axes(cfg)
-    assert axes["model.norm_position"] == ["pre", "post"] and axes["model.act"] == ["sigmoid", "relu"]
+    assert axes["model.norm_position"] == ["pre", "post"]
     assert axes["c17_point"] == ["x1", "x5", "x30", "init_small", "init_large"]
+    cells = {"digits_sigmoid": ("mlp", "digits", "sigmoid", 600), "digits_relu": ("mlp", "digits", "relu", 600),
+             "mnist1d_sigmoid": ("mlp", "mnist1d", "sigmoid", 1500), "mnist1d_relu": ("mlp", "mnist1d", "relu", 1500),
+             "mnist1d_resnet8_relu": ("resnet_cifar", "mnist1d", "relu", 1000)}
+    assert axes["c17_cell"] == list(cells) and "cell" not in axes and "model.act" not in axes
     points = {"x1": (1, None), "x5": (5, None), "x30": (30, None), "init_small": (1, 0.1), "init_large": (1, 10)}
-    for cell, point in itertools.product(axes["cell"], axes["c17_point"]):
-        job = compose_cfg(["experiment=c17_position", "scale=cpu", f"cell={cell}", f"c17_point={point}",
-                           "model.norm_position=post", "model.act=relu"])
+    for cell, point in itertools.product(axes["c17_cell"], axes["c17_point"]):
+        job = compose_cfg(["experiment=c17_position", "scale=cpu", f"c17_cell={cell}", f"c17_point={point}",
+                           "model.norm_position=post"])
         lr_mult, init = points[point]
         assert job.optim.lr_mult == lr_mult and (job.model.init_scale or 1.0) == (init or 1.0)
-        assert job.model.name == ("resnet_cifar" if cell == "mnist1d_resnet8" else "mlp")
-        assert (job.model.norm, job.model.norm_position, job.model.act) == ("bn", "post", "relu")
+        assert (job.model.name, job.data.name, job.model.act, job.trainer.max_steps) == cells[cell]
+        assert (job.model.norm, job.model.norm_position) == ("bn", "post")

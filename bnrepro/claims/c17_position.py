@@ -17,11 +17,9 @@ order: tests/test_norm_position.py), sigmoid and ReLU, the points of group c17_p
 - init sensitivity (C6's measure, support): per seed, the spread (max - min) of the score over init x0.1, x1,
   x10 at x1; pre's no larger than post's by SAME;
 - steps to a target (described): the validation steps each placement needs, at its chosen LR, to reach the
-  lower of the two placements' best validation accuracies (both reach it), as a ratio pre / post.
+  lowest best validation accuracy of any of their seeds (every seed reaches it), as a ratio post / pre.
 """
 from __future__ import annotations
-
-import numpy as np
 
 from bnrepro.report import plots as P
 from bnrepro.report import stats
@@ -101,9 +99,11 @@ def judge(runs: list[Run]) -> Judged:
 
         spreads = {pos: spread(pos) for pos in ("pre", "post")}
         measured[f"init_{act}"] = diff(spreads["post"], spreads["pre"])
-        best = {pos: [float(acc_series(r)[2].max()) for r in arms[chosen[pos]] if not r.diverged
-                      and len(acc_series(r)[2])] for pos in ("pre", "post")}
-        target = min(float(np.mean(b)) for b in best.values() if b) if all(best.values()) else None
+        # the target: the lowest best validation accuracy of any seed of either placement at its chosen LR, so
+        # every seed reaches it (the pilot's mean-of-bests target left seeds short, and the ratio unmeasured)
+        best = [float(acc_series(r)[2].max()) for pos in ("pre", "post") for r in arms[chosen[pos]]
+                if not r.diverged and len(acc_series(r)[2])]
+        target = min(best) if best else None
         # None: the seed never reached the target (ratio_steps counts it)
         steps = {pos: {r.get("seed"): steps_to(r, target) for r in arms[chosen[pos]]} for pos in ("pre", "post")}
         speed = ratio_steps(steps["post"], steps["pre"]) if target else None  # steps(post) / steps(pre): > 1, pre faster
@@ -161,10 +161,27 @@ def figure(result: Result):
     return fig
 
 
-PILOT_CPU = "filled in from the pilot seeds"
+PILOT_CPU = (
+    "pilot seeds 1000-1001 (2 seeds: the full product of 3 cells x sigmoid/ReLU x 5 points x 2 placements took 12 "
+    "minutes on the shared cores), digits and MNIST-1D MLP and ResNet-8 at 1,000 / 1,500 / 1,500 steps. Validation "
+    "picked x1 for every placement and activation but ResNet-8 sigmoid pre (x5); x30 diverged or stayed at chance "
+    "in both placements of the MLP (BN's LR tolerance is C2's question; here it is the same for both). Pre - post "
+    "at the chosen LR: digits sigmoid +0.4 points [-2.0, +2.7] (per-seed sd 0.26 points), ReLU +0.8 (sd 0.79); "
+    "MNIST-1D sigmoid -7.7 [-15.1, -0.2] (sd 0.83: the pre-activation sigmoid MLP learns more slowly there, 60.0% "
+    "vs 66.6% validation at 1,500 steps), ReLU +1.4 (sd 0.39); ResNet-8 ReLU -0.1 (sd 0.73); ResNet-8 sigmoid "
+    "-1.1 [-126, +124] (bimodal: 46.6% and 86.6% mean at x1 across 2 seeds, sd 13.9 points). Design choices "
+    "from it: the conv net runs ReLU only (its sigmoid cell is bimodal, would need ~1,500 seeds by the power "
+    "table, and cost 80% of C17's CPU); budgets where the curves flatten: digits 600 steps (validation 97.7-99.1% "
+    "at 500-600, the same at 1,000), ResNet-8 1,000 (97.5% at 800, 97.8% at 1,500), MNIST-1D's MLP keeps 1,500 "
+    "(still rising: scored at the budget); the steps-to-target target is the lowest best validation accuracy of "
+    "any seed (the mean-of-bests target left seeds short). n: the core tests' 80% power for a 1-point margin asks "
+    "for 3-8 seeds (8: MNIST-1D sigmoid); capped at 5 by the suite's 30-minute budget (~110 s of CPU a seed for "
+    "the five cells' 50 runs). The support tests read x30 and init x10, where runs diverge or not seed by seed: "
+    "their sd (up to 16 points) would need hundreds of seeds, so they are reported, and a support test left "
+    "unclear makes a verdict partly, not reproduced.")
 DESIGNS = {"cpu": Design(
     data=("digits", "mnist1d", "mnist1d/resnet_cifar"),
-    config={"trainer.max_steps": {"digits": 1000, "mnist1d": 1500, "mnist1d/resnet_cifar": 1500},
+    config={"trainer.max_steps": {"digits": 600, "mnist1d": 1500, "mnist1d/resnet_cifar": 1000},
             "trainer.eval_every": 100},
     n=5,
     pilot=PILOT_CPU,
