@@ -185,7 +185,7 @@ DESIGNS = {"cpu": Design(
             "trainer.eval_every": 100},
     n=5,
     pilot=PILOT_CPU,
-    commit="")}
+    commit="fbc7a55")}
 
 CLAIM = Claim("C17", "BN before the nonlinearity (the paper's) trains at least as well as after it",
               ("c17_position",), PAPER,
