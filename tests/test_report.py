@@ -360,12 +360,12 @@ def s_c16(root, case):
                             (NONE, dict(final=0.95, extra=base))])
 
 
-def s_c17(root, case):
+def s_c17(root, case, acts=("sigmoid", "relu")):
     """BN before / after the nonlinearity at x1, x5, x30 and init x0.1, x10 (at x1), sigmoid and ReLU.
     reproduced: equal at x1, post loses at large LRs and off-default inits; not reproduced: pre 7 points below post
     everywhere; inconclusive: pre - post about 0 with 3 points of seed noise (the interval covers -1)."""
     jitter = [-0.03, 0.02, -0.02, 0.03, -0.01]
-    for act in ("sigmoid", "relu"):
+    for act in acts:
         for pos in ("pre", "post"):
             for point, over in (("x1", {"optim.lr_mult": 1}), ("x5", {"optim.lr_mult": 5}),
                                 ("x30", {"optim.lr_mult": 30}), ("small", {"optim.lr_mult": 1, "model.init_scale": 0.1}),
@@ -668,3 +668,18 @@ def test_figures_draw_from_the_judges_numbers_alone(holding_report, tmp_path):
             continue
         bare = dataclasses.replace(result, runs=[])
         assert draw(bare, tmp_path).stat().st_size > 10_000
+
+
+def test_c17_a_cell_that_runs_relu_alone_is_judged_on_relu_alone(tmp_path):
+    """The cpu design's ResNet-8 cell runs ReLU only: the sigmoid tests are not applicable there (left out of
+    the checks), not unclear; a measurement that is merely missing stays unclear (rules.NOT_APPLICABLE)."""
+    from bnrepro.report.rules import NOT_APPLICABLE
+    s_c17(tmp_path, "reproduced", acts=("relu",))
+    result = judge(tmp_path, "C17")
+    assert result.verdict == "reproduced", (result.deciding, result.checks)
+    assert {c["key"] for c in result.checks} == {"score_relu", "lr_tolerance_relu", "init_relu"}
+    rule = CLAIM["C17"].rule
+    verdict, deciding, checks = rule.judge({t.key: None for t in rule.tests})
+    assert verdict == "inconclusive" and len(checks) == len(rule.tests)
+    verdict, _, checks = rule.judge({t.key: NOT_APPLICABLE for t in rule.tests if "sigmoid" in t.key})
+    assert len(checks) == 3 and verdict == "inconclusive"

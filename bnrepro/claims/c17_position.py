@@ -28,7 +28,7 @@ from bnrepro.report.judging import (
     SAME, Claim, Judged, Missing, Result, acc_series, arm_json, arms_of, by_seed, diff, pick_by_val, ratio_steps,
     score, steps_to)
 from bnrepro.report.panels import SCORE, TEST_ACC
-from bnrepro.report.rules import CORE, SUPPORT, Rule, Test
+from bnrepro.report.rules import CORE, NOT_APPLICABLE, SUPPORT, Rule, Test
 from bnrepro.report.runs import Run
 
 ACTS = ("sigmoid", "relu")
@@ -70,7 +70,8 @@ def judge(runs: list[Run]) -> Judged:
     ours = []
     for act in ACTS:
         s = {k: by_seed(rs, score) for k, rs in arms.items() if k[1] == act}
-        if not s:
+        if not s:  # the cell's design does not run this activation (cpu: ResNet-8 is ReLU only)
+            measured.update({f"{t}_{act}": NOT_APPLICABLE for t in ("score", "lr_tolerance", "init")})
             continue
         chosen, at = {}, {}
         for pos in ("pre", "post"):

@@ -26,6 +26,18 @@ PRECONDITION, CORE, SUPPORT = "precondition", "core", "support"
 KINDS = ("greater", "less", "equivalent")
 
 
+class _NotApplicable:
+    """What a judge measures for a test that its cell's frozen design does not run (C17's sigmoid tests in a cell
+    that runs ReLU only): the test is left out of that cell's checks and verdict. A missing or None measurement
+    stays unclear; only this marker, set on purpose, removes a test."""
+
+    def __repr__(self) -> str:
+        return "NOT_APPLICABLE"
+
+
+NOT_APPLICABLE = _NotApplicable()
+
+
 def _num(x: float, unit: str) -> str:
     if unit == "points":
         return f"{100 * x:+g} points" if x else "0"
@@ -169,7 +181,7 @@ class Rule:
         checks = [{"key": t.key, "role": t.role, "says": t.says, "outcome": t.outcome(measured.get(t.key)),
                    "kind": t.kind, "threshold": t.threshold, "unit": t.unit, "decide": t.decide(measured.get(t.key)),
                    "interval": measured[t.key].to_json() if measured.get(t.key) is not None else None}
-                  for t in self.tests]
+                  for t in self.tests if measured.get(t.key) is not NOT_APPLICABLE]
         by_role = {role: [c for c in checks if c["role"] == role] for role in (PRECONDITION, CORE, SUPPORT)}
         for c in by_role[PRECONDITION]:
             if c["outcome"] != HOLDS:
