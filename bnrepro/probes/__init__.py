@@ -134,6 +134,17 @@ def preserved(model: nn.Module):
                 m.train(mode)
 
 
+PASS_SEED = 20181  # the fixed seed of every extra pass's RNG fork (dropout masks, noisy BN noise)
+
+
+def reseed(device: torch.device) -> None:
+    """Reseed the (forked, inside `preserved`) RNG before a probe's pass, so every pass of a measurement draws the
+    same dropout masks and noisy-BN noise (C11's points along the line, C16's G and G')."""
+    torch.random.default_generator.manual_seed(PASS_SEED)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(PASS_SEED)  # the current device only: preserved() forked exactly that one
+
+
 from bnrepro.probes import percentiles  # noqa: E402,F401  (registers its probes)
 from bnrepro.probes.percentiles import Probe, fig1_probes  # noqa: E402,F401
 from bnrepro.probes import landscape  # noqa: E402,F401  (C11's line probe)

@@ -26,8 +26,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from bnrepro.probes import LoopProbe, StepView, preserved, register
-from bnrepro.probes.landscape import _reseed
+from bnrepro.probes import LoopProbe, StepView, preserved, register, reseed
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 MEASURES = ("l2", "cos", "rel")
@@ -72,7 +71,7 @@ def shift(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], lr: fl
     position = {p: k for k, p in enumerate(params)}
 
     def grads(wrt: list[nn.Parameter]) -> list[torch.Tensor]:
-        _reseed(device)
+        reseed(device)
         got = torch.autograd.grad(loss_fn(model), wrt, allow_unused=True)
         return [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(wrt, got)]
 

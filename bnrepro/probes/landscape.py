@@ -27,17 +27,10 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from bnrepro.probes import LoopProbe, StepView, preserved, register
+from bnrepro.probes import LoopProbe, StepView, preserved, register, reseed
 
 STEP_MULTIPLES = (0.5, 1.0, 2.0, 4.0)  # eta / LR; see the module docstring for the paper's range
 KEYS = ("landscape_loss_range", "landscape_grad_change", "landscape_beta", "landscape_grad_norm")
-PASS_SEED = 20181  # the fixed seed of every pass's RNG fork (dropout masks, noisy BN noise): same at each point
-
-
-def _reseed(device: torch.device) -> None:
-    torch.random.default_generator.manual_seed(PASS_SEED)
-    if device.type == "cuda":
-        torch.cuda.manual_seed(PASS_SEED)  # the current device only: preserved() forked exactly that one
 
 
 def line_measures(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], etas: Sequence[float],
@@ -49,7 +42,7 @@ def line_measures(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor]
     start = [p.detach().clone() for p in params]
 
     def loss_and_grad() -> tuple[float, torch.Tensor]:
-        _reseed(device)
+        reseed(device)
         loss = loss_fn(model)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         flat = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1).float()
