@@ -158,6 +158,8 @@ def _claim_text() -> str:
 def figure(result: Result):
     """(a)-(b) each tested measure over training per arm (geometric mean over seeds with a 95% band, log y); (c) the
     BN / no BN ratio per layer; (d) the tested ratios and noisy BN's beside the claim's region; the tests."""
+    from matplotlib.ticker import MaxNLocator
+
     from bnrepro.report import style
     from bnrepro.report.style import color, legend
 
@@ -184,6 +186,7 @@ def figure(result: Result):
             style.dot(c, layer + (marker == "s") * 0.15 - (marker == "^") * 0.15, r, 1.0, col="black",
                       marker=marker, label=MEASURES[key][1] if j == 0 else None)
     c.axhline(1.0, color="black", lw=0.8)
+    c.xaxis.set_major_locator(MaxNLocator(integer=True))
     c.set_yscale("log")
     style.ratio_axis(c.yaxis)
     c.set_xlabel("layer (conv or linear, from the input; the first has nothing before it)")

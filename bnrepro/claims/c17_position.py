@@ -152,6 +152,8 @@ def figure(result: Result):
                             label=f"BN {pos} the nonlinearity" + (f" (chosen: x{a['chosen_lr'][pos]:g})"
                                                                   if what == "grid" else ""))
             ax.set_xscale("log")
+            ax.set_xticks(xs, [f"x{v:g}" for v in xs])
+            ax.minorticks_off()
             ax.set_xlabel(title)
             ax.set_ylabel("test accuracy (%)")
             ax.set_title(f"({chr(97 + 2 * j + k)}) {act}: " + ("score per LR" if what == "grid" else
