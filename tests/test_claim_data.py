@@ -51,11 +51,12 @@ def test_every_cpu_job_is_inside_its_frozen_design(experiment):
     design = DESIGN[experiment]
     base = [f"experiment={experiment}", "scale=cpu"]
     cfg = compose_cfg(base)
-    if "cell" not in (cfg.hydra.sweeper.params or {}):  # C7 sweeps cells (a dataset and net) in place of data
+    cells = ("cell", "c17_cell")  # C7, C16 sweep cells (a dataset and net) in place of data; C17 a cell and activation
+    if not set(cells) & set(cfg.hydra.sweeper.params or {}):
         assert tuple(str(cfg.datasets).split(",")) == design.data
     job_list = jobs(cfg)
     group_axes = [j for j in job_list
-                  if any(o.split("=")[0] in ("ladder", "norm_batch", "c8", "data", "cell") for o in j)]
+                  if any(o.split("=")[0] in ("ladder", "norm_batch", "c8", "data", *cells) for o in j)]
     seen = set()
     for job in group_axes or job_list[:1]:
         composed = compose_cfg(base + job + ["seed=2000"])
