@@ -137,9 +137,8 @@ def judge(runs: list[Run]) -> Judged:
                                  if v["noisy BN"] and v["no BN"] else None)}
         numbers["curves"][key] = {name: curves(rs, key) for name, rs in (("BN", bn), ("noisy BN", noisy),
                                                                          ("no BN", none)) if rs}
-        layers = layers_of(bn[0], MEASURES[key][0]) if bn else []
         per_layer = {}
-        for i in layers:
+        for i in layers_of(bn[0], MEASURES[key][0]):
             a, b = by_seed(bn, run_measure(key, i)), by_seed(none, run_measure(key, i))
             per_layer[str(i)] = stats.ratio(a, b).to_json() if a and b else None
         numbers["layers"][key] = per_layer

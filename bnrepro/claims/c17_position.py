@@ -32,6 +32,7 @@ from bnrepro.report.rules import CORE, NOT_APPLICABLE, SUPPORT, Rule, Test
 from bnrepro.report.runs import Run
 
 ACTS = ("sigmoid", "relu")
+POSITIONS = ("pre", "post")
 LR_GRID = (1.0, 5.0, 30.0)
 INITS = (0.1, 1.0, 10.0)
 PAPER = {"quote": "we add the BN transform immediately before the nonlinearity, by normalizing x = Wu + b",
@@ -64,62 +65,65 @@ def point(run: Run) -> tuple:
             float(run.get("model.init_scale") or 1.0))
 
 
+def judge_act(arms: dict, act: str) -> tuple[dict, dict, str] | None:
+    """One activation's measurements, numbers and line; None where the cell's design does not run it (cpu:
+    ResNet-8 is ReLU only)."""
+    s = {k: by_seed(rs, score) for k, rs in arms.items() if k[1] == act}
+    if not s:
+        return None
+
+    def at(pos, lr=1.0, init=1.0) -> dict:
+        if (pos, act, lr, init) not in s:
+            raise Missing(f"no runs of model.norm_position={pos} model.act={act} at LR x{lr:g}, init x{init:g}")
+        return s[(pos, act, lr, init)]
+
+    chosen = {pos: pick_by_val({k: rs for k, rs in arms.items() if k[:2] == (pos, act) and k[3] == 1.0},
+                               f"{pos}'s LR ({act})") for pos in POSITIONS}
+    chosen_score = {pos: s[chosen[pos]] for pos in POSITIONS}
+    drops = {pos: {sd: v - at(pos)[sd] for sd, v in at(pos, LR_GRID[-1]).items() if sd in at(pos)}
+             for pos in POSITIONS}
+    spreads = {}
+    for pos in POSITIONS:
+        mine = [at(pos, init=i) for i in INITS]
+        spreads[pos] = {sd: max(m[sd] for m in mine) - min(m[sd] for m in mine)
+                        for sd in set.intersection(*(set(m) for m in mine))}
+    measured = {f"score_{act}": diff(chosen_score["pre"], chosen_score["post"]),
+                f"lr_tolerance_{act}": diff(drops["pre"], drops["post"]),
+                f"init_{act}": diff(spreads["post"], spreads["pre"])}
+    # the target: the lowest best validation accuracy of any seed of either placement at its chosen LR, so
+    # every seed reaches it (the pilot's mean-of-bests target left seeds short, and the ratio unmeasured)
+    best = [float(series.max()) for pos in POSITIONS for r in arms[chosen[pos]] if not r.diverged
+            and len(series := acc_series(r)[2])]
+    target = min(best) if best else None
+    # None: the seed never reached the target (ratio_steps counts it)
+    steps = {pos: {r.get("seed"): steps_to(r, target) for r in arms[chosen[pos]]} for pos in POSITIONS}
+    speed = ratio_steps(steps["post"], steps["pre"]) if target else None  # steps(post) / steps(pre): > 1, pre faster
+    numbers = {
+        "chosen_lr": {pos: chosen[pos][2] for pos in POSITIONS},
+        "score": {pos: arm_json(chosen_score[pos]) for pos in POSITIONS},
+        "lr_drop": {pos: arm_json(drops[pos], "points") for pos in POSITIONS},
+        "init_spread": {pos: arm_json(spreads[pos], "points") for pos in POSITIONS},
+        "steps_target": target, "speedup_pre": speed.to_json() if speed else None,
+        "grid": {f"{pos}, x{lr:g}": arm_json(s[(pos, act, lr, 1.0)]) for pos in POSITIONS
+                 for lr in LR_GRID if (pos, act, lr, 1.0) in s},
+        "inits": {f"{pos}, init x{i:g}": arm_json(s[(pos, act, 1.0, i)]) for pos in POSITIONS
+                  for i in INITS if (pos, act, 1.0, i) in s}}
+    line = (f"{act}: pre - post {measured[f'score_{act}'].fmt()} (pre at x{chosen['pre'][2]:g}, post at "
+            f"x{chosen['post'][2]:g})")
+    return measured, numbers, line
+
+
 def judge(runs: list[Run]) -> Judged:
     arms = arms_of(runs, point)
-    measured, numbers = {}, {"acts": {}, "arms": {}}
-    ours = []
+    measured, numbers, ours = {}, {"acts": {}}, []
     for act in ACTS:
-        s = {k: by_seed(rs, score) for k, rs in arms.items() if k[1] == act}
-        if not s:  # the cell's design does not run this activation (cpu: ResNet-8 is ReLU only)
-            measured.update({f"{t}_{act}": NOT_APPLICABLE for t in ("score", "lr_tolerance", "init")})
+        judged = judge_act(arms, act)
+        if judged is None:  # the act's tests are left out of this cell's verdict
+            measured.update({t.key: NOT_APPLICABLE for t in RULE.tests if t.key.endswith(f"_{act}")})
             continue
-        chosen, at = {}, {}
-        for pos in ("pre", "post"):
-            grid = {k: rs for k, rs in arms.items() if k[0] == pos and k[1] == act and k[3] == 1.0}
-            if not grid:
-                raise Missing(f"no runs of model.norm_position={pos} model.act={act} at the default init")
-            chosen[pos] = pick_by_val(grid, f"{pos}'s LR ({act})")
-            at[pos] = s[chosen[pos]]
-        measured[f"score_{act}"] = diff(at["pre"], at["post"])
-
-        def drop(pos):
-            hi, lo = s.get((pos, act, LR_GRID[-1], 1.0)), s.get((pos, act, 1.0, 1.0))
-            if not hi or not lo:
-                raise Missing(f"{pos}, {act}: the x1 and x{LR_GRID[-1]:g} points")
-            return {sd: hi[sd] - lo[sd] for sd in hi if sd in lo}
-
-        drops = {pos: drop(pos) for pos in ("pre", "post")}
-        measured[f"lr_tolerance_{act}"] = diff(drops["pre"], drops["post"])
-
-        def spread(pos):
-            mine = [s.get((pos, act, 1.0, i)) for i in INITS]
-            if not all(mine):
-                raise Missing(f"{pos}, {act}: the init points x0.1, x1, x10")
-            seeds = set.intersection(*(set(m) for m in mine))
-            return {sd: max(m[sd] for m in mine) - min(m[sd] for m in mine) for sd in seeds}
-
-        spreads = {pos: spread(pos) for pos in ("pre", "post")}
-        measured[f"init_{act}"] = diff(spreads["post"], spreads["pre"])
-        # the target: the lowest best validation accuracy of any seed of either placement at its chosen LR, so
-        # every seed reaches it (the pilot's mean-of-bests target left seeds short, and the ratio unmeasured)
-        best = [float(acc_series(r)[2].max()) for pos in ("pre", "post") for r in arms[chosen[pos]]
-                if not r.diverged and len(acc_series(r)[2])]
-        target = min(best) if best else None
-        # None: the seed never reached the target (ratio_steps counts it)
-        steps = {pos: {r.get("seed"): steps_to(r, target) for r in arms[chosen[pos]]} for pos in ("pre", "post")}
-        speed = ratio_steps(steps["post"], steps["pre"]) if target else None  # steps(post) / steps(pre): > 1, pre faster
-        numbers["acts"][act] = {
-            "chosen_lr": {pos: chosen[pos][2] for pos in chosen},
-            "score": {pos: arm_json(at[pos]) for pos in at},
-            "lr_drop": {pos: arm_json(drops[pos], "points") for pos in drops},
-            "init_spread": {pos: arm_json(spreads[pos], "points") for pos in spreads},
-            "steps_target": target, "speedup_pre": speed.to_json() if speed else None,
-            "grid": {f"{pos}, x{lr:g}": arm_json(s[(pos, act, lr, 1.0)]) for pos in ("pre", "post")
-                     for lr in LR_GRID if (pos, act, lr, 1.0) in s},
-            "inits": {f"{pos}, init x{i:g}": arm_json(s[(pos, act, 1.0, i)]) for pos in ("pre", "post")
-                      for i in INITS if (pos, act, 1.0, i) in s}}
-        ours.append(f"{act}: pre - post {measured[f'score_{act}'].fmt()} (pre at x{chosen['pre'][2]:g}, post at "
-                    f"x{chosen['post'][2]:g})")
+        measured.update(judged[0])
+        numbers["acts"][act] = judged[1]
+        ours.append(judged[2])
     if not numbers["acts"]:
         raise Missing("no runs of either activation")
     return Judged(measured, numbers, "; ".join(ours))

@@ -31,10 +31,15 @@ def norm_act(norm: Norm, channels: int, dim: int, act: str) -> list[nn.Module]:
     return normed + [activation(act)] if norm.position == "pre" else [activation(act)] + normed
 
 
+def conv(cin: int, cout: int, kernel: int, stride: int, dims: int, bias: bool) -> nn.Module:
+    """A same-padded conv over `dims` spatial axes."""
+    return CONVS[dims](cin, cout, kernel, stride, padding=kernel // 2, bias=bias)
+
+
 def conv_norm(cin: int, cout: int, kernel: int, norm: Norm, stride: int = 1, dims: int = 2) -> nn.Sequential:
-    """A conv over `dims` spatial axes followed by the norm, with no nonlinearity after it (so at any
-    norm_position); the conv keeps its bias only when there is no norm to absorb it."""
-    layers = [CONVS[dims](cin, cout, kernel, stride, padding=kernel // 2, bias=not norm.enabled)]
+    """A conv followed by the norm, with no nonlinearity after it (so at any norm_position); the conv keeps its
+    bias only when there is no norm to absorb it."""
+    layers = [conv(cin, cout, kernel, stride, dims, bias=not norm.enabled)]
     if norm.enabled:
         layers.append(norm(cout, dim=dims))
     return nn.Sequential(*layers)
@@ -43,8 +48,7 @@ def conv_norm(cin: int, cout: int, kernel: int, norm: Norm, stride: int = 1, dim
 def conv_norm_act(cin: int, cout: int, kernel: int, norm: Norm, act: str, stride: int = 1,
                   dims: int = 2) -> nn.Sequential:
     """conv -> norm -> act, or conv -> act -> norm with model.norm_position=post."""
-    conv = CONVS[dims](cin, cout, kernel, stride, padding=kernel // 2, bias=layer_bias(norm))
-    return nn.Sequential(conv, *norm_act(norm, cout, dims, act))
+    return nn.Sequential(conv(cin, cout, kernel, stride, dims, bias=layer_bias(norm)), *norm_act(norm, cout, dims, act))
 
 
 def require_images(in_shape, family: str) -> None:
